@@ -1,0 +1,40 @@
+"""jaxrnn: recurrent networks in JAX, as pure functions, with BPTT you can see and control.
+
+Example:
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> cell = jaxrnn.lstm(64)
+  >>> params = cell.init(jax.random.key(0), input_size=8)
+  >>> carry, ys = jaxrnn.scan(cell, params, jnp.zeros((100, 32, 8)))
+  >>> ys.shape
+  (100, 32, 64)
+"""
+
+from jaxrnn._cell import Cell
+from jaxrnn._elman import ElmanParams, elman
+from jaxrnn._gru import GRUParams, gru
+from jaxrnn._initializers import Initializer, RecurrentInit
+from jaxrnn._lstm import LSTMCarry, LSTMParams, lstm
+from jaxrnn._scan import scan
+from jaxrnn._stack import LayerParams, Stack, StackParams, concat, stack
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cell",
+    "ElmanParams",
+    "GRUParams",
+    "Initializer",
+    "LSTMCarry",
+    "LSTMParams",
+    "LayerParams",
+    "RecurrentInit",
+    "Stack",
+    "StackParams",
+    "__version__",
+    "concat",
+    "elman",
+    "gru",
+    "lstm",
+    "scan",
+    "stack",
+]

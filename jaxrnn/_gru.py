@@ -1,0 +1,126 @@
+"""The GRU cell in PyTorch's and cuDNN's convention (reset gate after the recurrent matmul)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn import _initializers as inits
+from jaxrnn._cell import (
+    Array,
+    Cell,
+    PRNGKey,
+    Shape,
+    carry_dtype,
+    check_carry_leaf,
+    check_positive_int,
+    check_step_input,
+    linear,
+    to_rows,
+)
+
+
+class GRUParams(NamedTuple):
+    """Parameters of :func:`gru`; the three gate blocks are stacked in the order r, z, n.
+
+    Attributes:
+      w_ih: ``[3H, I]`` input matrices ``[W_ir; W_iz; W_in]``.
+      w_hh: ``[3H, H]`` recurrent matrices ``[W_hr; W_hz; W_hn]``.
+      b_ih: ``[3H]`` input biases, or None for a cell without biases.
+      b_hh: ``[3H]`` recurrent biases, or None.
+    """
+
+    w_ih: Array
+    w_hh: Array
+    b_ih: Array | None
+    b_hh: Array | None
+
+
+def gru(
+    hidden_size: int,
+    *,
+    chrono: int | None = None,
+    recurrent_init: inits.RecurrentInit = "uniform",
+    use_bias: bool = True,
+) -> Cell:
+    r"""The gated recurrent unit (PyTorch's ``nn.GRU`` step).
+
+    .. math::
+
+       r_t &= \sigma(W_{ir} x_t + b_{ir} + W_{hr} h_{t-1} + b_{hr}) \\
+       z_t &= \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz}) \\
+       n_t &= \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn})) \\
+       h_t &= (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+
+    The reset gate multiplies the recurrent matmul's result (PyTorch and
+    cuDNN), not h before it (Cho et al. 2014). The carry is the array ``h``;
+    the output is ``y_t = h_t``.
+
+    Args:
+      hidden_size: H.
+      chrono: T_max for chrono initialisation (Tallec & Ollivier 2018) of the
+        update gate, which keeps h: b_iz ~ log U[1, T_max − 1], b_hz = 0.
+      recurrent_init: ``"uniform"`` (PyTorch's default), ``"orthogonal"`` (each
+        gate block orthogonal) or a callable ``(key, shape, dtype)`` per block.
+      use_bias: whether the cell has biases (PyTorch's ``bias``).
+
+    Returns:
+      A :class:`Cell` whose params are :class:`GRUParams`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxrnn
+      >>> cell = jaxrnn.gru(8, chrono=100)
+      >>> params = cell.init(jax.random.key(0), input_size=3)
+      >>> h, y = cell.step(params, cell.initial_carry(), jnp.ones(3))  # no batch axis
+      >>> h.shape, bool((y == h).all())
+      ((8,), True)
+
+    References:
+      Cho et al., "Learning phrase representations using RNN encoder-decoder", 2014.
+    """
+    check_positive_int(hidden_size, "hidden_size")
+    inits.check_recurrent_init(recurrent_init, allow_identity=False)
+    inits.check_chrono(chrono)
+    if not use_bias and chrono is not None:
+        raise ValueError("use_bias: chrono needs use_bias=True")
+    hsize = hidden_size
+    bound = inits.pytorch_bound(hidden_size)
+
+    def init(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> GRUParams:
+        check_positive_int(input_size, "input_size")
+        k_ih, k_hh, k_bi, k_bh, k_chrono = jax.random.split(key, 5)
+        params = GRUParams(
+            w_ih=inits.uniform(k_ih, (3 * hsize, input_size), dtype, bound),
+            w_hh=inits.recurrent_matrix(recurrent_init, k_hh, 3, hsize, hsize, bound, dtype),
+            b_ih=inits.uniform(k_bi, (3 * hsize,), dtype, bound) if use_bias else None,
+            b_hh=inits.uniform(k_bh, (3 * hsize,), dtype, bound) if use_bias else None,
+        )
+        if chrono is None or params.b_ih is None or params.b_hh is None:
+            return params
+        b_z = inits.chrono_bias(k_chrono, chrono, hsize, dtype)
+        return params._replace(
+            b_ih=params.b_ih.at[hsize : 2 * hsize].set(b_z),
+            b_hh=params.b_hh.at[hsize : 2 * hsize].set(0),
+        )
+
+    def initial_carry(batch_shape: Shape = (), dtype: Any = jnp.float32) -> Array:
+        return jnp.zeros((*batch_shape, hsize), carry_dtype(dtype))
+
+    def step(params: GRUParams, carry: Array, x: Array) -> tuple[Array, Array]:
+        check_step_input(x, params.w_ih)
+        batch_shape = x.shape[:-1]
+        hidden = params.w_hh.shape[1]
+        check_carry_leaf(carry, "carry", batch_shape, hidden)
+        h = to_rows(carry)
+        gi = linear(to_rows(x), params.w_ih, params.b_ih)
+        gh = linear(h, params.w_hh, params.b_hh)
+        rz = jax.nn.sigmoid(gi[:, : 2 * hidden] + gh[:, : 2 * hidden])
+        r, z = rz[:, :hidden], rz[:, hidden:]
+        n = jnp.tanh(gi[:, 2 * hidden :] + r * gh[:, 2 * hidden :])
+        h_new = n + z * (h.astype(n.dtype) - n)
+        y = h_new.astype(jnp.result_type(x, params.w_ih)).reshape(*batch_shape, hidden)
+        return h_new.astype(carry.dtype).reshape(carry.shape), y
+
+    return Cell(init, initial_carry, step)

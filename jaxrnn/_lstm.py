@@ -1,0 +1,174 @@
+"""The LSTM cell in PyTorch's convention (gate order i, f, g, o; optional projection)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn import _initializers as inits
+from jaxrnn._cell import (
+    Array,
+    Cell,
+    PRNGKey,
+    Shape,
+    carry_dtype,
+    check_carry_leaf,
+    check_positive_int,
+    check_step_input,
+    linear,
+    to_rows,
+)
+
+
+class LSTMParams(NamedTuple):
+    """Parameters of :func:`lstm`; the four gate blocks are stacked in the order i, f, g, o.
+
+    Attributes:
+      w_ih: ``[4H, I]`` input matrices ``[W_ii; W_if; W_ig; W_io]``.
+      w_hh: ``[4H, P]`` recurrent matrices (P = H without a projection).
+      b_ih: ``[4H]`` input biases, or None for a cell without biases.
+      b_hh: ``[4H]`` recurrent biases, or None.
+      w_hr: ``[P, H]`` projection of the hidden state (PyTorch's ``proj_size``), or None.
+    """
+
+    w_ih: Array
+    w_hh: Array
+    b_ih: Array | None
+    b_hh: Array | None
+    w_hr: Array | None = None
+
+
+class LSTMCarry(NamedTuple):
+    """The LSTM state: ``h`` of shape ``[*batch, P]``, cell state ``c`` of shape ``[*batch, H]``."""
+
+    h: Array
+    c: Array
+
+
+def lstm(
+    hidden_size: int,
+    *,
+    forget_bias: float | None = None,
+    chrono: int | None = None,
+    recurrent_init: inits.RecurrentInit = "uniform",
+    proj_size: int | None = None,
+    use_bias: bool = True,
+) -> Cell:
+    r"""The long short-term memory cell (PyTorch's ``nn.LSTM`` step).
+
+    .. math::
+
+       [i; f; g; o] &= W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh} \\
+       c_t &= \sigma(f) \odot c_{t-1} + \sigma(i) \odot \tanh(g) \\
+       h_t &= \sigma(o) \odot \tanh(c_t) \quad (\text{then } h_t \leftarrow W_{hr} h_t
+              \text{ with a projection})
+
+    The carry is :class:`LSTMCarry` ``(h, c)``; the output is ``y_t = h_t``.
+
+    Args:
+      hidden_size: H, the size of the cell state c.
+      forget_bias: when given, the forget-gate biases start at this value
+        (``b_ih`` = forget_bias, ``b_hh`` = 0 on the forget block; Gers et al.
+        2000, Jozefowicz et al. 2015); the other gates keep PyTorch's init.
+        None (default) keeps PyTorch's U(±1/√H) everywhere.
+      chrono: T_max for chrono initialisation (Tallec & Ollivier 2018):
+        b_f ~ log U[1, T_max − 1], b_i = −b_f, recurrent biases of both gates 0.
+      recurrent_init: ``"uniform"`` (PyTorch's default), ``"orthogonal"`` (each
+        gate block orthogonal) or a callable ``(key, shape, dtype)`` per block.
+      proj_size: P, PyTorch's ``proj_size``: h is projected to P features.
+      use_bias: whether the cell has biases (PyTorch's ``bias``).
+
+    Returns:
+      A :class:`Cell` whose params are :class:`LSTMParams`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxrnn
+      >>> cell = jaxrnn.lstm(32, forget_bias=1.0)
+      >>> params = cell.init(jax.random.key(0), input_size=4)
+      >>> params.b_ih[32:64].min(), params.b_ih[32:64].max()
+      (Array(1., dtype=float32), Array(1., dtype=float32))
+      >>> carry, y = cell.step(params, cell.initial_carry((8,)), jnp.ones((8, 4)))
+      >>> carry.h.shape, carry.c.shape, y.shape
+      ((8, 32), (8, 32), (8, 32))
+
+    References:
+      Hochreiter & Schmidhuber, "Long short-term memory", 1997.
+      Tallec & Ollivier, "Can recurrent neural networks warp time?", ICLR 2018.
+    """
+    check_positive_int(hidden_size, "hidden_size")
+    inits.check_recurrent_init(recurrent_init, allow_identity=False)
+    inits.check_chrono(chrono)
+    if forget_bias is not None and chrono is not None:
+        raise ValueError("forget_bias, chrono: give at most one of the two bias initialisations")
+    if not use_bias and (forget_bias is not None or chrono is not None):
+        raise ValueError("use_bias: forget_bias and chrono need use_bias=True")
+    if proj_size is not None:
+        check_positive_int(proj_size, "proj_size")
+        if proj_size >= hidden_size:
+            raise ValueError(
+                f"proj_size: expected a value below hidden_size={hidden_size}, got {proj_size}"
+            )
+    hsize = hidden_size
+    out_size = hidden_size if proj_size is None else proj_size
+    bound = inits.pytorch_bound(hidden_size)
+
+    def init(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> LSTMParams:
+        check_positive_int(input_size, "input_size")
+        k_ih, k_hh, k_bi, k_bh, k_hr, k_chrono = jax.random.split(key, 6)
+        params = LSTMParams(
+            w_ih=inits.uniform(k_ih, (4 * hsize, input_size), dtype, bound),
+            w_hh=inits.recurrent_matrix(recurrent_init, k_hh, 4, hsize, out_size, bound, dtype),
+            b_ih=inits.uniform(k_bi, (4 * hsize,), dtype, bound) if use_bias else None,
+            b_hh=inits.uniform(k_bh, (4 * hsize,), dtype, bound) if use_bias else None,
+            w_hr=(
+                None if proj_size is None else inits.uniform(k_hr, (proj_size, hsize), dtype, bound)
+            ),
+        )
+        if params.b_ih is None or params.b_hh is None:
+            return params
+        b_ih, b_hh = params.b_ih, params.b_hh
+        if forget_bias is not None:
+            b_ih = b_ih.at[hsize : 2 * hsize].set(forget_bias)
+            b_hh = b_hh.at[hsize : 2 * hsize].set(0)
+        if chrono is not None:
+            b_f = inits.chrono_bias(k_chrono, chrono, hsize, dtype)
+            b_ih = b_ih.at[hsize : 2 * hsize].set(b_f).at[:hsize].set(-b_f)
+            b_hh = b_hh.at[: 2 * hsize].set(0)
+        return params._replace(b_ih=b_ih, b_hh=b_hh)
+
+    def initial_carry(batch_shape: Shape = (), dtype: Any = jnp.float32) -> LSTMCarry:
+        dt = carry_dtype(dtype)
+        return LSTMCarry(
+            h=jnp.zeros((*batch_shape, out_size), dt), c=jnp.zeros((*batch_shape, hsize), dt)
+        )
+
+    def step(params: LSTMParams, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
+        check_step_input(x, params.w_ih)
+        if not isinstance(carry, LSTMCarry):
+            raise TypeError(f"carry: expected an LSTMCarry(h, c), got {type(carry).__name__}")
+        batch_shape = x.shape[:-1]
+        hidden = params.w_ih.shape[0] // 4
+        check_carry_leaf(carry.h, "carry.h", batch_shape, params.w_hh.shape[1])
+        check_carry_leaf(carry.c, "carry.c", batch_shape, hidden)
+        gates = linear(to_rows(x), params.w_ih, params.b_ih) + linear(
+            to_rows(carry.h), params.w_hh, params.b_hh
+        )
+        # One sigmoid over the whole gate slab, then slices: cheaper than four
+        # separate nonlinearities on the split gates.
+        act = jax.nn.sigmoid(gates)
+        i, f, o = act[:, :hidden], act[:, hidden : 2 * hidden], act[:, 3 * hidden :]
+        g = jnp.tanh(gates[:, 2 * hidden : 3 * hidden])
+        c = f * to_rows(carry.c).astype(gates.dtype) + i * g
+        h = o * jnp.tanh(c)
+        if params.w_hr is not None:
+            h = linear(h, params.w_hr, None)
+        new_carry = LSTMCarry(
+            h=h.astype(carry.h.dtype).reshape(carry.h.shape),
+            c=c.astype(carry.c.dtype).reshape(carry.c.shape),
+        )
+        y = h.astype(jnp.result_type(x, params.w_ih)).reshape(*batch_shape, h.shape[-1])
+        return new_carry, y
+
+    return Cell(init, initial_carry, step)

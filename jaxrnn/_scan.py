@@ -1,0 +1,181 @@
+"""`jaxrnn.scan`: run a cell over a sequence, with masking and direction."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn._cell import Array, Carry, Cell, Params, Shape
+
+
+def scan(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    *,
+    carry: Carry | None = None,
+    lengths: Array | None = None,
+    reverse: bool = False,
+    time_major: bool = True,
+    unroll: int | bool = 1,
+) -> tuple[Carry, Array]:
+    """Run ``cell`` over the time axis of ``xs``.
+
+    Without ``lengths`` this is exactly::
+
+      for t in range(T):                      # t = T-1 … 0 with reverse=True
+          carry, ys[t] = cell.step(params, carry, xs[t])
+
+    With ``lengths`` (sequences right-padded), step ``t`` of sequence ``b`` is
+    skipped when ``t >= lengths[b]``: its carry is left unchanged and its
+    output is exactly zero. The final carry is therefore each sequence's carry
+    after its last valid step, and ``reverse=True`` walks each sequence from
+    its own last valid step back to step 0, so padding stays at the end (the
+    semantics of flax's ``flip_sequences`` and PyTorch's ``PackedSequence``).
+
+    Args:
+      cell: the :class:`Cell` to run.
+      params: the cell's params, from ``cell.init``.
+      xs: inputs ``[T, *batch, I]``, or ``[*batch, T, I]`` with ``time_major=False``.
+      carry: the initial carry for ``batch`` (zeros when None), structured like
+        ``cell.initial_carry(batch)``.
+      lengths: integer array of shape ``batch`` with values in [0, T]: the
+        number of valid steps of each sequence. Values are checked when they
+        are concrete; under ``jit`` they are not, and values outside [0, T]
+        act as the nearest end of that range.
+      reverse: run from the last valid step to the first; outputs keep the
+        input's time order.
+      time_major: whether the time axis of ``xs`` (and of the outputs) is the
+        first axis or the one before the features.
+      unroll: passed to :func:`jax.lax.scan`.
+
+    Returns:
+      ``(final_carry, ys)`` with ``ys`` of shape ``[T, *batch, O]`` (or
+      ``[*batch, T, O]``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxrnn
+      >>> cell = jaxrnn.lstm(16)
+      >>> params = cell.init(jax.random.key(0), input_size=3)
+      >>> xs = jnp.ones((4, 10, 3))  # [B, T, I]
+      >>> carry, ys = jaxrnn.scan(cell, params, xs, lengths=jnp.array([10, 7, 1, 0]),
+      ...                         time_major=False)
+      >>> ys.shape, carry.h.shape
+      ((4, 10, 16), (4, 16))
+      >>> bool((ys[1, 7:] == 0).all()), bool((carry.h[3] == 0).all())
+      (True, True)
+    """
+    xs = check_xs(xs)
+    batch_axis_count = xs.ndim - 2
+    if not time_major:
+        xs = jnp.moveaxis(xs, -2, 0)
+    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+    carry = check_carry(cell, carry, batch_shape, default_dtype(params, xs))
+    lengths = check_lengths(lengths, batch_shape, num_steps)
+    if not (isinstance(unroll, bool) or (isinstance(unroll, int) and unroll >= 1)):
+        raise ValueError(f"unroll: expected a positive integer or a bool, got {unroll!r}")
+
+    if lengths is None:
+        body = functools.partial(cell.step, params)
+        inputs: Any = xs
+    else:
+        body = functools.partial(_masked_step, cell.step, params, lengths)
+        inputs = (jnp.arange(num_steps, dtype=lengths.dtype), xs)
+    try:
+        final, ys = jax.lax.scan(body, carry, inputs, reverse=reverse, unroll=unroll)
+    except (ValueError, TypeError) as e:
+        e.add_note(f"(raised by cell.step on one time step of xs, of shape {xs.shape[1:]})")
+        raise
+    if not time_major:
+        ys = jnp.moveaxis(ys, 0, batch_axis_count)
+    return final, ys
+
+
+def _masked_step(
+    step: Any, params: Params, lengths: Array, carry: Carry, inputs: tuple[Array, Array]
+) -> tuple[Carry, Array]:
+    t, x = inputs
+    valid = t < lengths
+    new_carry, y = step(params, carry, x)
+
+    def keep_valid(new: Array, old: Array) -> Array:
+        mask = valid.reshape(valid.shape + (1,) * (new.ndim - valid.ndim))
+        return jnp.where(mask, new, old)
+
+    new_carry = jax.tree.map(keep_valid, new_carry, carry)
+    return new_carry, keep_valid(y, jnp.zeros_like(y))
+
+
+def check_xs(xs: Any, name: str = "xs") -> Array:
+    """Return ``xs`` as a floating array of rank ≥ 2, or raise naming ``name``."""
+    if not hasattr(xs, "shape"):
+        xs = jnp.asarray(xs)
+    if xs.ndim < 2:
+        raise ValueError(
+            f"{name}: expected shape [T, *batch, input_size] (rank >= 2), "
+            f"got shape {tuple(xs.shape)}"
+        )
+    if not jnp.issubdtype(xs.dtype, jnp.floating):
+        raise TypeError(f"{name}: expected a floating dtype, got {xs.dtype}")
+    return jnp.asarray(xs)
+
+
+def default_dtype(params: Params, xs: Array) -> Any:
+    """The dtype of a default carry: the result type of ``xs`` and the params."""
+    return jnp.result_type(xs, *jax.tree.leaves(params))
+
+
+def check_carry(
+    cell: Cell, carry: Carry | None, batch_shape: Shape, dtype: Any, name: str = "carry"
+) -> Carry:
+    """Return ``carry`` (zeros when None) after checking it against ``cell.initial_carry``."""
+    expected = jax.eval_shape(lambda: cell.initial_carry(batch_shape, dtype))
+    if carry is None:
+        return cell.initial_carry(batch_shape, dtype)
+    check_like(carry, expected, name)
+    return jax.tree.map(jnp.asarray, carry)
+
+
+def check_like(tree: Any, expected: Any, name: str) -> None:
+    """Raise unless ``tree`` has the structure and leaf shapes of ``expected``."""
+    got_def: Any = jax.tree.structure(tree)
+    want_def: Any = jax.tree.structure(expected)
+    if got_def != want_def:
+        raise TypeError(f"{name}: expected a pytree of structure {want_def}, got {got_def}")
+    got = jax.tree_util.tree_flatten_with_path(tree)[0]
+    for (path, leaf), want in zip(got, jax.tree.leaves(expected), strict=True):
+        where = name + jax.tree_util.keystr(path)
+        if not hasattr(leaf, "shape") or tuple(leaf.shape) != tuple(want.shape):
+            shape = tuple(leaf.shape) if hasattr(leaf, "shape") else type(leaf).__name__
+            raise ValueError(f"{where}: expected shape {tuple(want.shape)}, got {shape}")
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise TypeError(f"{where}: expected a floating dtype, got {leaf.dtype}")
+
+
+def check_lengths(lengths: Any, batch_shape: Shape, num_steps: int) -> Array | None:
+    """Return ``lengths`` as an integer array of shape ``batch_shape``, or raise."""
+    if lengths is None:
+        return None
+    if not hasattr(lengths, "dtype"):
+        lengths = np.asarray(lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"lengths: expected an integer dtype, got {lengths.dtype}")
+    if tuple(lengths.shape) != tuple(batch_shape):
+        raise ValueError(
+            f"lengths: expected one length per sequence, shape {tuple(batch_shape)}, "
+            f"got shape {tuple(lengths.shape)}"
+        )
+    try:
+        values = np.asarray(lengths)
+    except jax.errors.TracerArrayConversionError:
+        values = None
+    if values is not None and values.size and (values.min() < 0 or values.max() > num_steps):
+        raise ValueError(
+            f"lengths: expected values in [0, T={num_steps}], "
+            f"got values in [{values.min()}, {values.max()}]"
+        )
+    return jnp.asarray(lengths)

@@ -1,0 +1,125 @@
+"""Shared test helpers: the cells under test and independent reference implementations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxrnn
+
+
+class CellCase(NamedTuple):
+    name: str
+    make: Callable[[], jaxrnn.Cell]
+    numpy_step: Callable[[Any, Any, np.ndarray], tuple[Any, np.ndarray]]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _affine(x: np.ndarray, w: Any, b: Any) -> np.ndarray:
+    out = x @ np.asarray(w, np.float64).T
+    return out if b is None else out + np.asarray(b, np.float64)
+
+
+def numpy_elman(activation: Callable[[np.ndarray], np.ndarray], out_activation=None):
+    """h = f(W_ih x + b_ih + W_hh h + b_hh), y = g(W_hy h + b_y), written in numpy."""
+
+    def step(params, h, x):
+        h = activation(_affine(x, params.w_ih, params.b_ih) + _affine(h, params.w_hh, params.b_hh))
+        if params.w_hy is None:
+            return h, h
+        return h, out_activation(_affine(h, params.w_hy, params.b_y))
+
+    return step
+
+
+def numpy_lstm(params, carry, x):
+    """PyTorch's LSTM equations, gate order i, f, g, o, written in numpy."""
+    h, c = carry
+    gates = _affine(x, params.w_ih, params.b_ih) + _affine(h, params.w_hh, params.b_hh)
+    i, f, g, o = np.split(gates, 4, axis=-1)
+    c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+    h = _sigmoid(o) * np.tanh(c)
+    if params.w_hr is not None:
+        h = _affine(h, params.w_hr, None)
+    return jaxrnn.LSTMCarry(h, c), h
+
+
+def numpy_gru(params, h, x):
+    """PyTorch's GRU equations (reset after the recurrent matmul), written in numpy."""
+    gi = _affine(x, params.w_ih, params.b_ih)
+    gh = _affine(h, params.w_hh, params.b_hh)
+    i_r, i_z, i_n = np.split(gi, 3, axis=-1)
+    h_r, h_z, h_n = np.split(gh, 3, axis=-1)
+    r, z = _sigmoid(i_r + h_r), _sigmoid(i_z + h_z)
+    n = np.tanh(i_n + r * h_n)
+    h = (1 - z) * n + z * h
+    return h, h
+
+
+_identity = lambda x: x  # noqa: E731
+
+CELLS = [
+    CellCase("elman_tanh", lambda: jaxrnn.elman(5), numpy_elman(np.tanh)),
+    CellCase(
+        "elman_relu_orthogonal",
+        lambda: jaxrnn.elman(5, activation="relu", recurrent_init="orthogonal"),
+        numpy_elman(lambda x: np.maximum(x, 0)),
+    ),
+    CellCase(
+        "elman_output_layer",
+        lambda: jaxrnn.elman(5, output_size=2, output_activation="sigmoid"),
+        numpy_elman(np.tanh, _sigmoid),
+    ),
+    CellCase(
+        "elman_irnn_nobias",
+        lambda: jaxrnn.elman(5, activation="identity", recurrent_init="identity", use_bias=False),
+        numpy_elman(_identity),
+    ),
+    CellCase("lstm", lambda: jaxrnn.lstm(5), numpy_lstm),
+    CellCase("lstm_chrono", lambda: jaxrnn.lstm(5, chrono=20), numpy_lstm),
+    CellCase("lstm_proj", lambda: jaxrnn.lstm(5, proj_size=3), numpy_lstm),
+    CellCase("gru", lambda: jaxrnn.gru(5), numpy_gru),
+    CellCase("gru_orthogonal", lambda: jaxrnn.gru(5, recurrent_init="orthogonal"), numpy_gru),
+]
+CELL_IDS = [case.name for case in CELLS]
+INPUT_SIZE = 3
+
+
+def random_carry(cell: jaxrnn.Cell, key: jax.Array, batch_shape=(), dtype=jnp.float32):
+    """A random carry with the structure of ``cell.initial_carry(batch_shape, dtype)``."""
+    template = cell.initial_carry(batch_shape, dtype)
+    leaves, treedef = jax.tree.flatten(template)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(
+        treedef,
+        [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves, strict=True)],
+    )
+
+
+def reference_scan(cell, params, xs, *, carry, lengths=None, reverse=False):
+    """``jaxrnn.scan`` written as the specification: one Python loop per sequence.
+
+    ``xs`` is time-major ``[T, B, I]``; each sequence is run on its own valid
+    steps only, reversed within its length when ``reverse``; outputs past a
+    length are zero.
+    """
+    num_steps, batch = xs.shape[0], xs.shape[1]
+    lengths = np.full(batch, num_steps) if lengths is None else np.asarray(lengths)
+    ys, finals = [], []
+    for b in range(batch):
+        c = jax.tree.map(lambda a, b=b: a[b], carry)
+        steps = range(int(lengths[b]))
+        out = [None] * num_steps
+        for t in reversed(steps) if reverse else steps:
+            c, out[t] = cell.step(params, c, xs[t, b])
+        y_size = jax.eval_shape(cell.step, params, c, xs[0, b])[1].shape
+        ys.append(jnp.stack([jnp.zeros(y_size, xs.dtype) if o is None else o for o in out]))
+        finals.append(c)
+    return jax.tree.map(lambda *a: jnp.stack(a), *finals), jnp.stack(ys, axis=1)
