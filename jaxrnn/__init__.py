@@ -12,7 +12,6 @@ Example:
 from jaxrnn._cell import Cell
 from jaxrnn._elman import ElmanParams, elman
 from jaxrnn._gru import GRUParams, gru
-from jaxrnn._initializers import Initializer, RecurrentInit
 from jaxrnn._lstm import LSTMCarry, LSTMParams, lstm
 from jaxrnn._scan import scan
 from jaxrnn._stack import LayerParams, Stack, StackParams, concat, stack
@@ -23,11 +22,9 @@ __all__ = [
     "Cell",
     "ElmanParams",
     "GRUParams",
-    "Initializer",
     "LSTMCarry",
     "LSTMParams",
     "LayerParams",
-    "RecurrentInit",
     "Stack",
     "StackParams",
     "__version__",

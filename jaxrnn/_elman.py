@@ -34,6 +34,12 @@ class ElmanParams(NamedTuple):
       b_hh: ``[H]`` recurrent bias (PyTorch keeps two; b_h = b_ih + b_hh), or None.
       w_hy: ``[O, H]`` output matrix W_hy, or None without an output layer.
       b_y: ``[O]`` output bias, or None.
+
+    Example:
+      >>> import jax, jaxrnn
+      >>> params = jaxrnn.elman(4, output_size=2).init(jax.random.key(0), input_size=3)
+      >>> params.w_ih.shape, params.w_hh.shape, params.w_hy.shape
+      ((4, 3), (4, 4), (2, 4))
     """
 
     w_ih: Array

@@ -30,6 +30,12 @@ class GRUParams(NamedTuple):
       w_hh: ``[3H, H]`` recurrent matrices ``[W_hr; W_hz; W_hn]``.
       b_ih: ``[3H]`` input biases, or None for a cell without biases.
       b_hh: ``[3H]`` recurrent biases, or None.
+
+    Example:
+      >>> import jax, jaxrnn
+      >>> params = jaxrnn.gru(4).init(jax.random.key(0), input_size=3)
+      >>> params.w_ih.shape, params.b_hh.shape
+      ((12, 3), (12,))
     """
 
     w_ih: Array

@@ -31,6 +31,12 @@ class LSTMParams(NamedTuple):
       b_ih: ``[4H]`` input biases, or None for a cell without biases.
       b_hh: ``[4H]`` recurrent biases, or None.
       w_hr: ``[P, H]`` projection of the hidden state (PyTorch's ``proj_size``), or None.
+
+    Example:
+      >>> import jax, jaxrnn
+      >>> params = jaxrnn.lstm(4, proj_size=2).init(jax.random.key(0), input_size=3)
+      >>> params.w_ih.shape, params.w_hh.shape, params.w_hr.shape
+      ((16, 3), (16, 2), (2, 4))
     """
 
     w_ih: Array
@@ -41,7 +47,14 @@ class LSTMParams(NamedTuple):
 
 
 class LSTMCarry(NamedTuple):
-    """The LSTM state: ``h`` of shape ``[*batch, P]``, cell state ``c`` of shape ``[*batch, H]``."""
+    """The LSTM state: ``h`` of shape ``[*batch, P]``, cell state ``c`` of shape ``[*batch, H]``.
+
+    Example:
+      >>> import jaxrnn
+      >>> carry = jaxrnn.lstm(4).initial_carry((2,))
+      >>> carry.h.shape, carry.c.shape
+      ((2, 4), (2, 4))
+    """
 
     h: Array
     c: Array

@@ -26,7 +26,14 @@ def concat(forward: Array, backward: Array) -> Array:
 
 
 class LayerParams(NamedTuple):
-    """Params of one layer: the forward cell's and, when bidirectional, the backward cell's."""
+    """Params of one layer: the forward cell's and, when bidirectional, the backward cell's.
+
+    Example:
+      >>> import jax, jaxrnn
+      >>> layer = jaxrnn.stack(jaxrnn.gru(4)).init(jax.random.key(0), 3).first
+      >>> layer.forward.w_hh.shape, layer.backward
+      ((12, 4), None)
+    """
 
     forward: Params
     backward: Params | None
@@ -40,6 +47,13 @@ class StackParams(NamedTuple):
       rest: the other ``num_layers - 1`` layers, which all have the same shapes,
         as one :class:`LayerParams` whose leaves have a leading layer axis; None
         for a single layer.
+
+    Example:
+      >>> import jax, jaxrnn
+      >>> rnn = jaxrnn.stack(jaxrnn.lstm(4), num_layers=3, bidirectional=True)
+      >>> params = rnn.init(jax.random.key(0), input_size=3)
+      >>> params.first.backward.w_ih.shape, params.rest.backward.w_ih.shape
+      ((16, 3), (2, 16, 8))
     """
 
     first: LayerParams

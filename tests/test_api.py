@@ -12,11 +12,9 @@ PUBLIC = {
     "Cell",
     "ElmanParams",
     "GRUParams",
-    "Initializer",
     "LSTMCarry",
     "LSTMParams",
     "LayerParams",
-    "RecurrentInit",
     "Stack",
     "StackParams",
     "__version__",
@@ -38,11 +36,8 @@ def test_every_public_callable_has_a_docstring_with_an_example():
     for module in (jaxrnn, jaxrnn.interop):
         for name in module.__all__:
             obj = getattr(module, name)
-            if callable(obj) and not name.endswith(("Init", "Initializer")):
-                doc = obj.__doc__ or ""
-                assert doc.strip(), name
-                if not name.endswith(("Params", "Carry")):
-                    assert ">>>" in doc, f"{name} has no example"
+            if callable(obj):
+                assert ">>>" in (obj.__doc__ or ""), f"{name} has no example"
 
 
 def test_importing_jaxrnn_does_not_import_torch():
