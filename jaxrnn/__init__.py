@@ -9,10 +9,11 @@ Example:
   (100, 32, 64)
 """
 
+from jaxrnn import reference
 from jaxrnn._cell import Cell
-from jaxrnn._elman import ElmanParams, elman
-from jaxrnn._gru import GRUParams, gru
-from jaxrnn._lstm import LSTMCarry, LSTMParams, lstm
+from jaxrnn._elman import ElmanParams, ElmanSpec, elman
+from jaxrnn._gru import GRUParams, GRUSpec, gru
+from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec, lstm
 from jaxrnn._scan import scan
 from jaxrnn._stack import LayerParams, Stack, StackParams, concat, stack
 
@@ -21,9 +22,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Cell",
     "ElmanParams",
+    "ElmanSpec",
     "GRUParams",
+    "GRUSpec",
     "LSTMCarry",
     "LSTMParams",
+    "LSTMSpec",
     "LayerParams",
     "Stack",
     "StackParams",
@@ -32,6 +36,7 @@ __all__ = [
     "elman",
     "gru",
     "lstm",
+    "reference",
     "scan",
     "stack",
 ]

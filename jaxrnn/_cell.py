@@ -42,6 +42,11 @@ class Cell(NamedTuple):
         ``[*batch, I]``, ``carry`` with the same ``*batch`` and ``y`` of shape
         ``[*batch, O]``. The returned carry has the structure, shapes and
         dtypes of the carry passed in.
+      spec: for the built-in cells, a frozen description of the cell's
+        equations (:class:`ElmanSpec`, :class:`LSTMSpec`, :class:`GRUSpec`)
+        that lets :mod:`jaxrnn.reference` write out their backward pass; None
+        for a user's cell. A cell built with ``Cell(init, initial_carry,
+        step)`` has no spec.
 
     Example:
       >>> import functools, jax, jax.numpy as jnp, jaxrnn
@@ -57,6 +62,7 @@ class Cell(NamedTuple):
     init: Callable[..., Params]
     initial_carry: Callable[..., Carry]
     step: Callable[[Params, Carry, Array], tuple[Carry, Array]]
+    spec: Any = None
 
 
 _ACTIVATIONS: dict[str, Activation] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -22,6 +23,20 @@ from jaxrnn._cell import (
     resolve_activation,
     to_rows,
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class ElmanSpec:
+    """The equations of an :func:`elman` cell: its activations f and g (None: no output layer).
+
+    Example:
+      >>> import jax, jaxrnn
+      >>> jaxrnn.elman(4, activation="relu").spec.activation is jax.nn.relu
+      True
+    """
+
+    activation: Activation
+    output_activation: Activation | None
 
 
 class ElmanParams(NamedTuple):
@@ -99,6 +114,7 @@ def elman(
     """
     check_positive_int(hidden_size, "hidden_size")
     act = resolve_activation(activation)
+    out_act: Activation | None = None
     if output_size is not None:
         check_positive_int(output_size, "output_size")
         out_act = resolve_activation(
@@ -144,6 +160,9 @@ def elman(
 
     def step(params: ElmanParams, carry: Array, x: Array) -> tuple[Array, Array]:
         check_step_input(x, params.w_ih)
+        if (params.w_hy is None) != (out_act is None):
+            want = "with" if out_act is not None else "without"
+            raise ValueError(f"params: expected the params of an Elman cell {want} output layer")
         batch_shape = x.shape[:-1]
         check_carry_leaf(carry, "carry", batch_shape, params.w_hh.shape[1])
         pre = linear(to_rows(x), params.w_ih, params.b_ih) + linear(
@@ -151,8 +170,10 @@ def elman(
         )
         h = act(pre)
         out_dtype = jnp.result_type(x, params.w_ih)
-        y = h if params.w_hy is None else out_act(linear(h, params.w_hy, params.b_y))
+        y = h
+        if out_act is not None and params.w_hy is not None:
+            y = out_act(linear(h, params.w_hy, params.b_y))
         new_carry = h.astype(carry.dtype).reshape(carry.shape)
         return new_carry, y.astype(out_dtype).reshape(*batch_shape, y.shape[-1])
 
-    return Cell(init, initial_carry, step)
+    return Cell(init, initial_carry, step, ElmanSpec(act, out_act))

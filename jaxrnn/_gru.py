@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -20,6 +21,17 @@ from jaxrnn._cell import (
     linear,
     to_rows,
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class GRUSpec:
+    """Marks a cell built by :func:`gru`, whose equations :mod:`jaxrnn.reference` writes out.
+
+    Example:
+      >>> import jaxrnn
+      >>> jaxrnn.gru(4).spec
+      GRUSpec()
+    """
 
 
 class GRUParams(NamedTuple):
@@ -129,4 +141,4 @@ def gru(
         y = h_new.astype(jnp.result_type(x, params.w_ih)).reshape(*batch_shape, hidden)
         return h_new.astype(carry.dtype).reshape(carry.shape), y
 
-    return Cell(init, initial_carry, step)
+    return Cell(init, initial_carry, step, GRUSpec())

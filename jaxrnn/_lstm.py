@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -20,6 +21,17 @@ from jaxrnn._cell import (
     linear,
     to_rows,
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMSpec:
+    """Marks a cell built by :func:`lstm`, whose equations :mod:`jaxrnn.reference` writes out.
+
+    Example:
+      >>> import jaxrnn
+      >>> jaxrnn.lstm(4).spec
+      LSTMSpec()
+    """
 
 
 class LSTMParams(NamedTuple):
@@ -184,4 +196,4 @@ def lstm(
         y = h.astype(jnp.result_type(x, params.w_ih)).reshape(*batch_shape, h.shape[-1])
         return new_carry, y
 
-    return Cell(init, initial_carry, step)
+    return Cell(init, initial_carry, step, LSTMSpec())

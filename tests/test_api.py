@@ -11,9 +11,12 @@ import jaxrnn.interop
 PUBLIC = {
     "Cell",
     "ElmanParams",
+    "ElmanSpec",
     "GRUParams",
+    "GRUSpec",
     "LSTMCarry",
     "LSTMParams",
+    "LSTMSpec",
     "LayerParams",
     "Stack",
     "StackParams",
@@ -22,6 +25,7 @@ PUBLIC = {
     "elman",
     "gru",
     "lstm",
+    "reference",
     "scan",
     "stack",
 }
