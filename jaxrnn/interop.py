@@ -87,9 +87,11 @@ def from_torch(module: Any) -> tuple[StackParams, Callable[..., Any]]:
         dropout=float(module.dropout),
     )
     params = _params_from_state_dict(module)
-    is_lstm = isinstance(module, _torch().nn.LSTM)
+    state_sizes: tuple[int, ...] = (module.hidden_size,)
+    if isinstance(module, _torch().nn.LSTM):
+        state_sizes = (module.proj_size or module.hidden_size, module.hidden_size)
     apply = _make_apply(
-        rnn, module.num_layers, 2 if module.bidirectional else 1, module.batch_first, is_lstm
+        rnn, module.num_layers, 2 if module.bidirectional else 1, module.batch_first, state_sizes
     )
     return params, apply
 
@@ -122,8 +124,14 @@ def _params_from_state_dict(module: Any) -> StackParams:
 
 
 def _make_apply(
-    rnn: Stack, num_layers: int, num_directions: int, batch_first: bool, is_lstm: bool
+    rnn: Stack,
+    num_layers: int,
+    num_directions: int,
+    batch_first: bool,
+    state_sizes: tuple[int, ...],
 ) -> Callable[..., Any]:
+    is_lstm = len(state_sizes) == 2
+
     def apply(
         params: StackParams,
         x: Array,
@@ -145,7 +153,7 @@ def _make_apply(
         batch = x.shape[1]
         carry = None
         if hx is not None:
-            carry = _carry_from_torch(hx, is_lstm, num_layers, num_directions, batch, batched)
+            carry = _carry_from_torch(hx, state_sizes, num_layers, num_directions, batch, batched)
         if lengths is not None and not batched:
             lengths = jnp.reshape(jnp.asarray(lengths), (1,))
         final, ys = rnn.apply(params, x, carry=carry, lengths=lengths, key=key)
@@ -160,20 +168,28 @@ def _make_apply(
 
 
 def _carry_from_torch(
-    hx: Any, is_lstm: bool, num_layers: int, num_directions: int, batch: int, batched: bool
+    hx: Any,
+    state_sizes: tuple[int, ...],
+    num_layers: int,
+    num_directions: int,
+    batch: int,
+    batched: bool,
 ) -> Any:
+    is_lstm = len(state_sizes) == 2
+    if is_lstm != isinstance(hx, tuple | list):
+        want = "a tuple (h_0, c_0) for an LSTM" if is_lstm else "an array h_0"
+        raise TypeError(f"hx: expected {want}, got {type(hx).__name__}")
     names = ("h_0", "c_0") if is_lstm else ("h_0",)
     parts = tuple(hx) if is_lstm else (hx,)
     if len(parts) != len(names):
-        raise TypeError(f"hx: expected a tuple (h_0, c_0) for an LSTM, got {type(hx).__name__}")
+        raise TypeError(f"hx: expected a tuple (h_0, c_0) for an LSTM, got {len(parts)} arrays")
     out = []
-    for name, part in zip(names, parts, strict=True):
+    lead = num_layers * num_directions
+    for name, part, size in zip(names, parts, state_sizes, strict=True):
         part = jnp.asarray(part)
-        lead = num_layers * num_directions
-        want_rank = 3 if batched else 2
-        if part.ndim != want_rank or part.shape[0] != lead or (batched and part.shape[1] != batch):
-            want = f"[{lead}, {batch}, hidden]" if batched else f"[{lead}, hidden]"
-            raise ValueError(f"hx ({name}): expected shape {want}, got {tuple(part.shape)}")
+        shape = (lead, batch, size) if batched else (lead, size)
+        if tuple(part.shape) != shape:
+            raise ValueError(f"hx ({name}): expected shape {shape}, got {tuple(part.shape)}")
         if not batched:
             part = part[:, None]
         out.append(part.reshape(num_layers, num_directions, *part.shape[1:]))
