@@ -11,6 +11,7 @@ Example:
 
 from jaxrnn import reference
 from jaxrnn._cell import Cell
+from jaxrnn._clip import clip_carry_grad
 from jaxrnn._elman import ElmanParams, ElmanSpec, elman
 from jaxrnn._gru import GRUParams, GRUSpec, gru
 from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec, lstm
@@ -32,6 +33,7 @@ __all__ = [
     "Stack",
     "StackParams",
     "__version__",
+    "clip_carry_grad",
     "concat",
     "elman",
     "gru",

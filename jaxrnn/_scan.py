@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._cell import Array, Carry, Cell, Params, Shape
+from jaxrnn._cell import Array, Carry, Cell, Params, Shape, check_positive_int
 
 
 def scan(
@@ -22,6 +22,8 @@ def scan(
     reverse: bool = False,
     time_major: bool = True,
     unroll: int | bool = 1,
+    truncate: int | None = None,
+    checkpoint: int | None = None,
 ) -> tuple[Carry, Array]:
     """Run ``cell`` over the time axis of ``xs``.
 
@@ -52,6 +54,17 @@ def scan(
       time_major: whether the time axis of ``xs`` (and of the outputs) is the
         first axis or the one before the features.
       unroll: passed to :func:`jax.lax.scan`.
+      truncate: truncated BPTT, BPTT(k) of Williams & Peng 1990: the gradient
+        through the carry is stopped every ``truncate`` steps of each
+        sequence (counted from where it starts, its last valid step when
+        ``reverse``), so each chunk of k steps is differentiated on its own
+        while the forward pass carries the state across. The initial carry
+        still gets the first chunk's gradient. ``truncate >= T`` is full BPTT.
+      checkpoint: checkpointing through time: only every ``checkpoint``-th
+        carry is kept for the backward pass, which recomputes each chunk of
+        steps from its first carry. Memory for the backward pass grows like
+        T/k + k instead of T, for about one more forward pass of compute;
+        gradients are unchanged.
 
     Returns:
       ``(final_carry, ys)`` with ``ys`` of shape ``[T, *batch, O]`` (or
@@ -68,6 +81,12 @@ def scan(
       ((4, 10, 16), (4, 16))
       >>> bool((ys[1, 7:] == 0).all()), bool((carry.h[3] == 0).all())
       (True, True)
+
+      Long sequences: truncated BPTT in chunks of 50 steps, storing only every
+      100th carry for the backward pass.
+
+      >>> loss = lambda p, xs: jaxrnn.scan(cell, p, xs, truncate=50, checkpoint=100)[1].sum()
+      >>> grads = jax.grad(loss)(params, jnp.ones((1000, 2, 3)))
     """
     xs = check_xs(xs)
     batch_axis_count = xs.ndim - 2
@@ -78,15 +97,30 @@ def scan(
     lengths = check_lengths(lengths, batch_shape, num_steps)
     if not (isinstance(unroll, bool) or (isinstance(unroll, int) and unroll >= 1)):
         raise ValueError(f"unroll: expected a positive integer or a bool, got {unroll!r}")
+    for name, value in (("truncate", truncate), ("checkpoint", checkpoint)):
+        if value is not None:
+            check_positive_int(value, name)
 
-    if lengths is None:
-        body = functools.partial(cell.step, params)
-        inputs: Any = xs
-    else:
-        body = functools.partial(_masked_step, cell.step, params, lengths)
-        inputs = (jnp.arange(num_steps, dtype=lengths.dtype), xs)
+    if checkpoint is not None and num_steps % checkpoint:
+        # Pad to whole chunks; the padded steps are masked out like any padding.
+        pad = jnp.zeros((-num_steps % checkpoint, *xs.shape[1:]), xs.dtype)
+        xs = jnp.concatenate([xs, pad])
+        if lengths is None:
+            lengths = jnp.full(batch_shape, num_steps, jnp.int32)
+    body = functools.partial(_step, cell.step, params, lengths, truncate, reverse, num_steps)
+    inputs = (jnp.arange(xs.shape[0], dtype=jnp.int32), xs)
     try:
-        final, ys = jax.lax.scan(body, carry, inputs, reverse=reverse, unroll=unroll)
+        if checkpoint is None:
+            final, ys = jax.lax.scan(body, carry, inputs, reverse=reverse, unroll=unroll)
+        else:
+
+            @functools.partial(jax.checkpoint, prevent_cse=False)
+            def run_chunk(carry: Carry, chunk: Any) -> tuple[Carry, Array]:
+                return jax.lax.scan(body, carry, chunk, reverse=reverse, unroll=unroll)
+
+            chunks = jax.tree.map(lambda a: a.reshape(-1, checkpoint, *a.shape[1:]), inputs)
+            final, ys = jax.lax.scan(run_chunk, carry, chunks, reverse=reverse)
+            ys = ys.reshape(-1, *ys.shape[2:])[:num_steps]
     except (ValueError, TypeError) as e:
         e.add_note(f"(raised by cell.step on one time step of xs, of shape {xs.shape[1:]})")
         raise
@@ -95,19 +129,38 @@ def scan(
     return final, ys
 
 
-def _masked_step(
-    step: Any, params: Params, lengths: Array, carry: Carry, inputs: tuple[Array, Array]
+def _step(
+    step: Any,
+    params: Params,
+    lengths: Array | None,
+    truncate: int | None,
+    reverse: bool,
+    num_steps: int,
+    carry: Carry,
+    inputs: tuple[Array, Array],
 ) -> tuple[Carry, Array]:
+    """One step of :func:`scan`: truncation at chunk starts, the cell, then the mask."""
     t, x = inputs
-    valid = t < lengths
-    new_carry, y = step(params, carry, x)
 
-    def keep_valid(new: Array, old: Array) -> Array:
-        mask = valid.reshape(valid.shape + (1,) * (new.ndim - valid.ndim))
+    def where(mask: Array, new: Array, old: Array) -> Array:
+        mask = mask.reshape(mask.shape + (1,) * (new.ndim - mask.ndim))
         return jnp.where(mask, new, old)
 
-    new_carry = jax.tree.map(keep_valid, new_carry, carry)
-    return new_carry, keep_valid(y, jnp.zeros_like(y))
+    if truncate is not None:
+        # Index of step t in its sequence's processing order.
+        end = num_steps if lengths is None else lengths
+        index = end - 1 - t if reverse else t
+        cut = (index > 0) & (index % truncate == 0)
+        new_carry, y = step(
+            params, jax.tree.map(lambda c: where(cut, jax.lax.stop_gradient(c), c), carry), x
+        )
+    else:
+        new_carry, y = step(params, carry, x)
+    if lengths is None:
+        return new_carry, y
+    valid = t < lengths
+    new_carry = jax.tree.map(lambda new, old: where(valid, new, old), new_carry, carry)
+    return new_carry, where(valid, y, jnp.zeros_like(y))
 
 
 def check_xs(xs: Any, name: str = "xs") -> Array:

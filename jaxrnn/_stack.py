@@ -69,7 +69,8 @@ class Stack(NamedTuple):
         carry``: the cell's carry with two leading axes ``[num_layers,
         num_directions]``.
       apply: ``apply(params, xs, *, carry=None, lengths=None, key=None,
-        time_major=True, unroll=1) -> (final_carry, ys)``.
+        time_major=True, unroll=1, truncate=None, checkpoint=None) ->
+        (final_carry, ys)``; the last four as in :func:`jaxrnn.scan`.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn
@@ -161,14 +162,12 @@ def stack(
         )
 
     def run_layer(
-        layer: LayerParams, xs: Array, carry: Carry, lengths: Array | None, unroll: int | bool
+        layer: LayerParams, xs: Array, carry: Carry, options: dict[str, Any]
     ) -> tuple[Carry, Array]:
         def direction(d: int) -> Carry:
             return jax.tree.map(lambda a: a[d], carry)
 
-        c_fwd, ys = scan(
-            cell, layer.forward, xs, carry=direction(0), lengths=lengths, unroll=unroll
-        )
+        c_fwd, ys = scan(cell, layer.forward, xs, carry=direction(0), **options)
         if not bidirectional:
             return jax.tree.map(lambda a: a[None], c_fwd), ys
         c_bwd, ys_bwd = scan(
@@ -176,9 +175,8 @@ def stack(
             layer.backward,
             xs,
             carry=direction(1),
-            lengths=lengths,
             reverse=True,
-            unroll=unroll,
+            **options,
         )
         return jax.tree.map(lambda f, b: jnp.stack([f, b]), c_fwd, c_bwd), merge(ys, ys_bwd)
 
@@ -197,6 +195,8 @@ def stack(
         key: PRNGKey | None = None,
         time_major: bool = True,
         unroll: int | bool = 1,
+        truncate: int | None = None,
+        checkpoint: int | None = None,
     ) -> tuple[Carry, Array]:
         _check_stack_params(params, num_layers, bidirectional)
         xs = check_xs(xs)
@@ -210,16 +210,20 @@ def stack(
         else:
             check_like(carry, expected, "carry")
 
-        first_carry, ys = run_layer(
-            params.first, xs, jax.tree.map(lambda a: a[0], carry), lengths, unroll
-        )
+        options = {
+            "lengths": lengths,
+            "unroll": unroll,
+            "truncate": truncate,
+            "checkpoint": checkpoint,
+        }
+        first_carry, ys = run_layer(params.first, xs, jax.tree.map(lambda a: a[0], carry), options)
         finals = jax.tree.map(lambda a: a[None], first_carry)
         if params.rest is not None:
             layer_keys = None if key is None else jax.random.split(key, num_layers - 1)
 
             def depth_step(ys: Array, layer_in: Any) -> tuple[Array, Carry]:
                 layer, layer_carry, layer_key = layer_in
-                new_carry, ys = run_layer(layer, drop(ys, layer_key), layer_carry, lengths, unroll)
+                new_carry, ys = run_layer(layer, drop(ys, layer_key), layer_carry, options)
                 return ys, new_carry
 
             rest_carry = jax.tree.map(lambda a: a[1:], carry)

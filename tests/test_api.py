@@ -21,6 +21,7 @@ PUBLIC = {
     "Stack",
     "StackParams",
     "__version__",
+    "clip_carry_grad",
     "concat",
     "elman",
     "gru",

@@ -5,16 +5,17 @@ the gradients of a random weighted loss with respect to the input, the initial
 state and every weight (matched by PyTorch name through ``to_torch_state_dict``).
 
 Kinds are ``rnn_tanh``, ``rnn_relu``, ``lstm``, ``gru`` and ``lstm_proj`` (an LSTM
-with ``proj_size``). Forward equality runs over every kind, 1 or 2 layers, uni- or
-bidirectional, ``batch_first`` or not, with and without ``hx``. Gradients run over
-every kind and four layouts that cover each pair of (layers, directions,
-``batch_first``); the ``PackedSequence`` tests use the four complementary layouts.
+with ``proj_size``). Forward equality runs over the first four kinds x 1 or 2
+layers x uni- or bidirectional x ``batch_first`` or not x with or without ``hx``.
+Gradients (``GRADIENT_CASES``) and packed sequences (``PACKED_CASES``) run on a few
+layouts per kind, which together have 1 and 2 layers, both directions, both
+layouts, with and without bias and ``hx``.
 
-JAX runs op by op in this module (``jax.disable_jit``, see ``_op_by_op``): XLA
-takes 1-3 s on a CPU to compile the gradient of one stacked configuration, many
-times as long as evaluating it op by op, and the op-by-op run goes through the same
-jaxrnn code. ``test_compiled_matches_torch`` checks the compiled path (``jax.jit``,
-``lax.scan`` as an XLA loop) on the hardest configurations.
+XLA compiles slowly on a CPU: about 0.05 s per distinct operation and 1-3 s for
+the gradient of a stacked configuration. So forward checks run op by op
+(``jax.disable_jit``, fixture ``_op_by_op``), where the operations compiled for one
+test serve the next ones, and gradient checks run under ``jax.jit`` (with ``hx``
+and ``lengths`` traced), one compilation each, which also tests the compiled path.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def case_id(case: Case) -> str:
     return "-".join(p for p in parts if p)
 
 
-# Gradients are costly to evaluate (see below), so they run on a few layouts per kind:
-# one layer (no stacked layers) and two bidirectional layers (stacked layers, reverse
-# direction, a 2H-feature input), each with and without batch_first, bias and hx.
+# Gradients are costly (see the module docstring), so they run on a few layouts per
+# kind: one layer (no stacked layers) and two bidirectional layers (stacked layers,
+# reverse direction, a 2H-feature input); batch_first, bias and hx vary across them.
 GRADIENT_CASES = [
     Case(1, False, False),
     Case(1, True, True, bias=False, with_hx=False),
@@ -89,7 +90,7 @@ GRADIENT_PARAMS = [
 
 @pytest.fixture(autouse=True)
 def _op_by_op():
-    """Run JAX op by op in every test of this module (see the module docstring)."""
+    """Run JAX op by op unless a test re-enables jit (see the module docstring)."""
     with jax.disable_jit():
         yield
 
@@ -250,7 +251,7 @@ def check_against_torch(
     *,
     lengths: list[int] | None = None,
     grads: bool = True,
-    compiled: bool = False,
+    compiled: bool | None = None,
     seed: int = 0,
 ) -> None:
     """``from_torch(module)``'s apply matches ``module``: outputs, states and gradients.
@@ -259,9 +260,11 @@ def check_against_torch(
     runs torch on a ``PackedSequence`` and JAX with ``lengths``. With ``grads``,
     the gradients of a random weighted sum of outputs and final states with
     respect to the input, ``hx`` and every weight are compared too. With
-    ``compiled``, the JAX side runs under ``jax.jit`` (``hx`` and ``lengths``
-    traced) instead of op by op.
+    ``compiled`` (by default: with ``grads``), the JAX side runs under
+    ``jax.jit`` with ``hx`` and ``lengths`` traced, else op by op.
     """
+    if compiled is None:
+        compiled = grads
     want = torch_run(module, x, hx, lengths, np.random.default_rng(seed), grads)
     params, apply = from_torch(module)
 
@@ -371,24 +374,19 @@ def test_lengths_all_full_equal_no_lengths(kind):
         assert_close(got, ref)
 
 
-@pytest.mark.parametrize(("kind", "with_hx"), [("gru", False), ("lstm_proj", True)])
-def test_unbatched_matches_torch(kind, with_hx):
-    # PyTorch ignores batch_first for unbatched input [T, I]; so must apply.
+@pytest.mark.parametrize(
+    ("kind", "with_hx", "grads"),
+    [("gru", False, False), ("lstm", True, False), ("lstm_proj", True, True)],
+    ids=["gru-no_hx", "lstm-hx", "lstm_proj-hx-gradients"],
+)
+def test_unbatched_matches_torch(kind, with_hx, grads):
+    # Input [T, I], hx [L * D, H]. PyTorch ignores batch_first for unbatched input;
+    # so must apply.
     module = make_module(kind, num_layers=2, bidirectional=True, batch_first=True)
     rng = np.random.default_rng(7)
     x = random_input(module, rng, batch=None)
     hx = random_arrays(rng, state_shapes(module, None)) if with_hx else None
-    check_against_torch(module, x, hx, grads=False)
-
-
-def test_compiled_matches_torch():
-    # jax.jit(apply) with traced hx and lengths (forward only: compiling a gradient
-    # costs seconds, and the op-by-op gradient tests run the same jaxrnn code).
-    module = make_module("lstm_proj", num_layers=2, bidirectional=True)
-    rng = np.random.default_rng(8)
-    x = random_input(module, rng)
-    hx = random_arrays(rng, state_shapes(module, B))
-    check_against_torch(module, x, hx, lengths=LENGTHS, grads=False, compiled=True)
+    check_against_torch(module, x, hx, grads=grads)
 
 
 # --------------------------------------------------------------------------------------
@@ -416,19 +414,16 @@ def test_state_dict_round_trip_is_exact(kind, num_layers, bidirectional, bias):
         assert torch.equal(got[name], value), name
 
 
+# Initialising compiles a random-number kernel per parameter shape (seconds): one
+# configuration, the one with the most parameter kinds (projection, stacked layers).
 @pytest.mark.parametrize(
-    ("kind", "num_layers", "bidirectional", "bias"),
-    [
-        pytest.param("lstm_proj", 2, True, True, id="lstm_proj-L2-bi"),
-    ],
+    ("kind", "num_layers", "bidirectional"), [pytest.param("lstm_proj", 2, True, id="lstm_proj")]
 )
-def test_jaxrnn_params_exported_to_torch(kind, num_layers, bidirectional, bias):
-    rnn = jaxrnn.stack(
-        jaxrnn_cell(kind, bias=bias), num_layers=num_layers, bidirectional=bidirectional
-    )
-    with jax.disable_jit(False):  # random number generation op by op is slow
+def test_jaxrnn_params_exported_to_torch(kind, num_layers, bidirectional):
+    rnn = jaxrnn.stack(jaxrnn_cell(kind), num_layers=num_layers, bidirectional=bidirectional)
+    with jax.disable_jit(False):  # random number generation op by op is slower still
         params = rnn.init(jax.random.key(12), I)
-    module = make_module(kind, num_layers=num_layers, bidirectional=bidirectional, bias=bias)
+    module = make_module(kind, num_layers=num_layers, bidirectional=bidirectional)
     result = module.load_state_dict(to_torch_state_dict(params))
     assert not result.missing_keys
     assert not result.unexpected_keys
@@ -593,6 +588,15 @@ def test_lstm_rejects_hx_that_is_not_a_tuple(num_layers, bidirectional):
     h_0 = jnp.zeros(state_shapes(module, B)[0], jnp.float32)
     with pytest.raises(TypeError, match="hx"):
         apply(params, jnp.zeros((T, B, I), jnp.float32), h_0)
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "gru"])
+def test_apply_rejects_tuple_hx_for_rnn_and_gru(kind):
+    module = make_module(kind)
+    params, apply = from_torch(module)
+    h_0 = jnp.zeros(state_shapes(module, B)[0], jnp.float32)
+    with pytest.raises(TypeError, match="hx"):
+        apply(params, jnp.zeros((T, B, I), jnp.float32), (h_0,))
 
 
 def test_to_torch_state_dict_rejects_elman_with_output_layer():
