@@ -84,6 +84,20 @@ def resolve_activation(activation: str | Activation, name: str = "activation") -
     )
 
 
+def activation_derivative(f: Activation, a: Array, fa: Array) -> Array:
+    """f'(a) for an element-wise activation f, given a and f(a)."""
+    if f is _ACTIVATIONS["tanh"]:
+        return 1 - fa**2
+    if f is _ACTIVATIONS["sigmoid"]:
+        return fa * (1 - fa)
+    if f is _ACTIVATIONS["relu"]:
+        return (a > 0).astype(a.dtype)
+    if f is _ACTIVATIONS["identity"]:
+        return jnp.ones_like(a)
+    # A user's activation: its element-wise derivative by one forward-mode product.
+    return jax.jvp(f, (a,), (jnp.ones_like(a),))[1]
+
+
 def check_positive_int(value: object, name: str) -> int:
     """Raise unless ``value`` is a positive Python integer."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

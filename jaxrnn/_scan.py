@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import _fused
 from jaxrnn._cell import Array, Carry, Cell, Params, Shape, check_positive_int
 
 
@@ -24,6 +25,7 @@ def scan(
     unroll: int | bool = 1,
     truncate: int | None = None,
     checkpoint: int | None = None,
+    backward: Literal["fused", "autodiff"] = "fused",
 ) -> tuple[Carry, Array]:
     """Run ``cell`` over the time axis of ``xs``.
 
@@ -65,6 +67,17 @@ def scan(
         steps from its first carry. Memory for the backward pass grows like
         T/k + k instead of T, for about one more forward pass of compute;
         gradients are unchanged.
+      backward: how gradients are computed. ``"fused"`` (default): for the
+        built-in cells in float32 or float64 (LSTM without projection),
+        without ``truncate`` or ``checkpoint``, one sequence-level custom VJP
+        with the input projection hoisted out of the loop and every weight
+        gradient computed as one matmul after it (cuDNN's structure); other
+        cases fall back to autodiff. ``"autodiff"``: plain autodiff through
+        :func:`jax.lax.scan`. Both give the same gradients to rounding and
+        both support reverse-over-reverse (e.g. Hessian-vector products by
+        ``jax.grad`` of ``jax.grad``); forward mode (``jax.jvp``,
+        ``jax.jacfwd``) needs ``backward="autodiff"`` — JAX raises a
+        ``TypeError`` for forward mode through a custom VJP.
 
     Returns:
       ``(final_carry, ys)`` with ``ys`` of shape ``[T, *batch, O]`` (or
@@ -100,6 +113,20 @@ def scan(
     for name, value in (("truncate", truncate), ("checkpoint", checkpoint)):
         if value is not None:
             check_positive_int(value, name)
+    if backward not in ("fused", "autodiff"):
+        raise ValueError(f"backward: expected 'fused' or 'autodiff', got {backward!r}")
+    if (
+        backward == "fused"
+        and truncate is None
+        and checkpoint is None
+        and _fused.supports(cell, params, xs, carry)
+    ):
+        # The cell's own step checks its inputs; the fused path does not call it.
+        jax.eval_shape(cell.step, params, carry, xs[0])
+        final, ys = _fused.fused_scan(cell, params, xs, carry, lengths, reverse, unroll)
+        if not time_major:
+            ys = jnp.moveaxis(ys, 0, batch_axis_count)
+        return final, ys
 
     if checkpoint is not None and num_steps % checkpoint:
         # Pad to whole chunks; the padded steps are masked out like any padding.

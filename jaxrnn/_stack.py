@@ -69,8 +69,9 @@ class Stack(NamedTuple):
         carry``: the cell's carry with two leading axes ``[num_layers,
         num_directions]``.
       apply: ``apply(params, xs, *, carry=None, lengths=None, key=None,
-        time_major=True, unroll=1, truncate=None, checkpoint=None) ->
-        (final_carry, ys)``; the last four as in :func:`jaxrnn.scan`.
+        time_major=True, unroll=1, truncate=None, checkpoint=None,
+        backward='fused') -> (final_carry, ys)``; the last five as in
+        :func:`jaxrnn.scan`.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn
@@ -197,6 +198,7 @@ def stack(
         unroll: int | bool = 1,
         truncate: int | None = None,
         checkpoint: int | None = None,
+        backward: str = "fused",
     ) -> tuple[Carry, Array]:
         _check_stack_params(params, num_layers, bidirectional)
         xs = check_xs(xs)
@@ -215,6 +217,7 @@ def stack(
             "unroll": unroll,
             "truncate": truncate,
             "checkpoint": checkpoint,
+            "backward": backward,
         }
         first_carry, ys = run_layer(params.first, xs, jax.tree.map(lambda a: a[0], carry), options)
         finals = jax.tree.map(lambda a: a[None], first_carry)

@@ -41,7 +41,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import _ACTIVATIONS, Activation, Array, Carry, Cell, Params
+from jaxrnn._cell import Array, Carry, Cell, Params, activation_derivative
 from jaxrnn._elman import ElmanParams, ElmanSpec
 from jaxrnn._gru import GRUParams, GRUSpec
 from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec
@@ -144,20 +144,6 @@ def _row(bias: Array | None) -> Array | int:
     return 0 if bias is None else bias[None, :]
 
 
-def _derivative(f: Activation, a: Array, fa: Array) -> Array:
-    """f'(a) for an element-wise activation f, given a and f(a)."""
-    if f is _ACTIVATIONS["tanh"]:
-        return 1 - fa**2
-    if f is _ACTIVATIONS["sigmoid"]:
-        return fa * (1 - fa)
-    if f is _ACTIVATIONS["relu"]:
-        return (a > 0).astype(a.dtype)
-    if f is _ACTIVATIONS["identity"]:
-        return jnp.ones_like(a)
-    # A user's activation: its element-wise derivative by one forward-mode product.
-    return jax.jvp(f, (a,), (jnp.ones_like(a),))[1]
-
-
 def _elman_backward(
     spec: ElmanSpec, p: ElmanParams, xs: Array, dys: Array, h0: Array
 ) -> tuple[ElmanParams, Array, Array]:
@@ -206,11 +192,11 @@ def _elman_backward(
             dh = dys[t] + dh_next
         else:
             o, y = outs[t]
-            do = dys[t] * _derivative(g, o, y)
+            do = dys[t] * activation_derivative(g, o, y)
             dw_hy = dw_hy + do.T @ hs[t]
             db_y = db_y + do.sum(axis=0)
             dh = do @ w_hy + dh_next
-        da = dh * _derivative(f, pre[t], hs[t])
+        da = dh * activation_derivative(f, pre[t], hs[t])
         dw_ih = dw_ih + da.T @ xs[t]
         dw_hh = dw_hh + da.T @ h_prev[t]
         db = db + da.sum(axis=0)

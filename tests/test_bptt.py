@@ -98,7 +98,9 @@ def test_truncate_without_lengths_is_a_chunked_loop_of_scans():
 @pytest.mark.parametrize("k", [T, 100])
 def test_truncate_at_or_beyond_t_is_full_bptt(k):
     cell, params, carry, xs = _setup("gru")
-    full = _vjp_all(lambda p, x: jaxrnn.scan(cell, p, x, carry=carry), (params, xs))
+    full = _vjp_all(
+        lambda p, x: jaxrnn.scan(cell, p, x, carry=carry, backward="autodiff"), (params, xs)
+    )
     cut = _vjp_all(lambda p, x: jaxrnn.scan(cell, p, x, carry=carry, truncate=k), (params, xs))
     _assert_tree_close(cut, full, 0)
 
@@ -188,7 +190,9 @@ def test_clip_carry_grad_leaves_the_forward_pass_alone():
     cell, params, carry, xs = _setup("lstm")
     clipped = jaxrnn.clip_carry_grad(cell, 0.01)
     _assert_tree_close(
-        jaxrnn.scan(clipped, params, xs, carry=carry), jaxrnn.scan(cell, params, xs, carry=carry), 0
+        jaxrnn.scan(clipped, params, xs, carry=carry),
+        jaxrnn.scan(cell, params, xs, carry=carry, backward="autodiff"),
+        0,
     )
 
 
@@ -208,6 +212,7 @@ def test_stack_passes_truncate_and_checkpoint_to_every_layer():
     rnn = jaxrnn.stack(jaxrnn.gru(3), num_layers=2, bidirectional=True)
     params = rnn.init(jax.random.key(0), I, jnp.float64)
     xs = jax.random.normal(jax.random.key(1), (T, B, I), jnp.float64)
+    # (one gradient through the fused path, two through autodiff with the options)
     full = _vjp_all(lambda p: rnn.apply(p, xs, lengths=LENGTHS), (params,))
     checked = _vjp_all(lambda p: rnn.apply(p, xs, lengths=LENGTHS, checkpoint=4), (params,))
     _assert_tree_close(checked, full)

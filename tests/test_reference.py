@@ -87,12 +87,12 @@ def test_bptt_equals_forward_mode_rtrl(name):
     case = next(c for c in CELLS if c.name == name)
     cell, params, carry, xs, dys = _setup(case)
 
-    def loss(p):
-        return jnp.vdot(dys, jaxrnn.scan(cell, p, xs, carry=carry)[1])
+    def loss(p, backward):
+        return jnp.vdot(dys, jaxrnn.scan(cell, p, xs, carry=carry, backward=backward)[1])
 
-    rtrl = jax.jacfwd(loss)(params)
+    rtrl = jax.jacfwd(loss)(params, "autodiff")
     _assert_tree_close(jaxrnn.reference.bptt(cell, params, xs, dys, carry)[0], rtrl, 1e-10)
-    _assert_tree_close(jax.grad(loss)(params), rtrl, 1e-10)
+    _assert_tree_close(jax.grad(loss)(params, "fused"), rtrl, 1e-10)
 
 
 def test_a_user_activation_is_differentiated_too():

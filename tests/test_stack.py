@@ -163,5 +163,5 @@ def test_check_grads_through_a_bidirectional_stack():
     params = rnn.init(jax.random.key(0), I, jnp.float64)
     xs = jax.random.normal(jax.random.key(1), (3, 2, I), jnp.float64)
     lengths = jnp.array([3, 1])
-    run = jax.jit(lambda p, x: rnn.apply(p, x, lengths=lengths))
+    run = jax.jit(lambda p, x: rnn.apply(p, x, lengths=lengths, backward="autodiff"))
     check_grads(run, (params, xs), order=1, modes=("fwd", "rev"), eps=1e-4)

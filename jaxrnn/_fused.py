@@ -1,0 +1,239 @@
+"""The fused BPTT fast path for the built-in cells: one sequence-level custom VJP.
+
+The structure cuDNN uses. Forward: the input projection of every step is one
+matmul before the loop; the loop does one recurrent matmul per step and saves
+what the backward pass needs. Backward: a reverse loop with one recurrent
+matmul per step, then every weight gradient as one large matmul over all
+T·N rows. :func:`jaxrnn.reference.bptt` writes out the same recursions.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._cell import Array, Carry, Cell, activation_derivative
+from jaxrnn._elman import ElmanParams, ElmanSpec
+from jaxrnn._gru import GRUParams, GRUSpec
+from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec
+
+
+class _Rules(NamedTuple):
+    """One cell's fused forward and backward step.
+
+    ``project(params, xs)``: the input slab of every step, biases folded in.
+    ``forward(params, carry, xp_t) -> (carry, y, saved)``: ``saved[0]`` is h_{t-1}.
+    ``backward(params, saved, dcarry, dy) -> (dcarry_in, dxp, drec)``: the
+    gradients of the input slab and of the recurrent slab ``h_{t-1} W_hh^T + b_hh``.
+    """
+
+    project: Callable[..., Array]
+    forward: Callable[..., tuple[Any, Array, tuple[Array, ...]]]
+    backward: Callable[..., tuple[Any, Array, Array]]
+
+
+def _bias_row(*biases: Array | None) -> Array | int:
+    present = [b for b in biases if b is not None]
+    return sum(b[None, None, :] for b in present) if present else 0
+
+
+def _lstm_project(p: LSTMParams, xs: Array) -> Array:
+    return jnp.einsum("tni,gi->tng", xs, p.w_ih) + _bias_row(p.b_ih, p.b_hh)
+
+
+def _lstm_forward(p: LSTMParams, carry: LSTMCarry, xp: Array) -> Any:
+    h, c = carry
+    z = xp + h @ p.w_hh.T
+    hidden = c.shape[-1]
+    s = jax.nn.sigmoid(z)  # one sigmoid over the whole slab, then slices
+    i, f, o = s[:, :hidden], s[:, hidden : 2 * hidden], s[:, 3 * hidden :]
+    g = jnp.tanh(z[:, 2 * hidden : 3 * hidden])
+    c_new = f * c + i * g
+    tanh_c = jnp.tanh(c_new)
+    h_new = o * tanh_c
+    return LSTMCarry(h_new, c_new), h_new, (h, c, i, f, g, o, tanh_c)
+
+
+def _lstm_backward(p: LSTMParams, saved: Any, dcarry: LSTMCarry, dy: Array) -> Any:
+    _, c, i, f, g, o, tanh_c = saved
+    dh = dcarry.h + dy
+    dc = dcarry.c + dh * o * (1 - tanh_c**2)
+    dz = jnp.concatenate(
+        [
+            dc * g * i * (1 - i),
+            dc * c * f * (1 - f),
+            dc * i * (1 - g**2),
+            dh * tanh_c * o * (1 - o),
+        ],
+        axis=-1,
+    )
+    return LSTMCarry(dz @ p.w_hh, dc * f), dz, dz
+
+
+def _gru_project(p: GRUParams, xs: Array) -> Array:
+    return jnp.einsum("tni,gi->tng", xs, p.w_ih) + _bias_row(p.b_ih)
+
+
+def _gru_forward(p: GRUParams, h: Array, xp: Array) -> Any:
+    hidden = h.shape[-1]
+    gh = h @ p.w_hh.T + (0 if p.b_hh is None else p.b_hh[None, :])
+    rz = jax.nn.sigmoid(xp[:, : 2 * hidden] + gh[:, : 2 * hidden])
+    r, z = rz[:, :hidden], rz[:, hidden:]
+    gh_n = gh[:, 2 * hidden :]
+    n = jnp.tanh(xp[:, 2 * hidden :] + r * gh_n)
+    h_new = n + z * (h - n)
+    return h_new, h_new, (h, r, z, n, gh_n)
+
+
+def _gru_backward(p: GRUParams, saved: Any, dh_out: Array, dy: Array) -> Any:
+    h, r, z, n, gh_n = saved
+    dh = dh_out + dy
+    dn = dh * (1 - z) * (1 - n**2)
+    dz = dh * (h - n) * z * (1 - z)
+    dr = dn * gh_n * r * (1 - r)
+    drec = jnp.concatenate([dr, dz, r * dn], axis=-1)
+    return dh * z + drec @ p.w_hh, jnp.concatenate([dr, dz, dn], axis=-1), drec
+
+
+def _elman_rules(spec: ElmanSpec) -> _Rules:
+    act = spec.activation
+
+    def project(p: ElmanParams, xs: Array) -> Array:
+        return jnp.einsum("tni,gi->tng", xs, p.w_ih) + _bias_row(p.b_ih, p.b_hh)
+
+    def forward(p: ElmanParams, h: Array, xp: Array) -> Any:
+        a = xp + h @ p.w_hh.T
+        h_new = act(a)
+        return h_new, h_new, (h, a, h_new)
+
+    def backward(p: ElmanParams, saved: Any, dh_out: Array, dy: Array) -> Any:
+        _, a, h_new = saved
+        da = (dh_out + dy) * activation_derivative(act, a, h_new)
+        return da @ p.w_hh, da, da
+
+    return _Rules(project, forward, backward)
+
+
+_LSTM = _Rules(_lstm_project, _lstm_forward, _lstm_backward)
+_GRU = _Rules(_gru_project, _gru_forward, _gru_backward)
+
+
+def supports(cell: Cell, params: Any, xs: Array, carry: Carry) -> bool:
+    """Whether the fused path computes this cell: a built-in cell in float32 or float64."""
+    if isinstance(cell.spec, LSTMSpec):
+        if params.w_hr is not None:
+            return False
+    elif not isinstance(cell.spec, ElmanSpec | GRUSpec):
+        return False
+    dtypes = {a.dtype for a in jax.tree.leaves((params, xs, carry))}
+    return len(dtypes) == 1 and dtypes.pop() in (jnp.float32, jnp.float64)
+
+
+def fused_scan(
+    cell: Cell,
+    params: Any,
+    xs: Array,
+    carry: Carry,
+    lengths: Array | None,
+    reverse: bool,
+    unroll: int | bool,
+) -> tuple[Carry, Array]:
+    """:func:`jaxrnn.scan` of a built-in cell through the fused custom VJP (time-major xs)."""
+    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+    rows = xs.reshape(num_steps, -1, xs.shape[-1])
+    carry_rows = jax.tree.map(lambda a: a.reshape(-1, a.shape[-1]), carry)
+    valid = None
+    if lengths is not None:
+        steps = jnp.arange(num_steps)[:, None]
+        valid = steps < jnp.reshape(lengths, (1, -1))
+    spec = cell.spec
+    core_params = params
+    if isinstance(spec, ElmanSpec):
+        core_params = params._replace(w_hy=None, b_y=None)
+    final, hs = _core(spec, reverse, unroll, core_params, rows, carry_rows, valid)
+    final = jax.tree.map(lambda a, c: a.reshape(c.shape), final, carry)
+    ys = hs
+    if isinstance(spec, ElmanSpec) and spec.output_activation is not None:
+        ys = spec.output_activation(
+            jnp.einsum("tnh,oh->tno", hs, params.w_hy) + _bias_row(params.b_y)
+        )
+        if valid is not None:
+            ys = jnp.where(valid[..., None], ys, 0)
+    return final, ys.reshape(num_steps, *batch_shape, ys.shape[-1])
+
+
+def _rules(spec: Any) -> _Rules:
+    if isinstance(spec, LSTMSpec):
+        return _LSTM
+    if isinstance(spec, GRUSpec):
+        return _GRU
+    return _elman_rules(spec)
+
+
+def _where(mask: Array | None, new: Any, old: Any) -> Any:
+    if mask is None:
+        return new
+    return jax.tree.map(lambda a, b: jnp.where(mask[:, None], a, b), new, old)
+
+
+def _forward(
+    spec: Any, reverse: bool, unroll: Any, params: Any, xs: Array, carry: Any, valid: Any
+) -> Any:
+    rules = _rules(spec)
+
+    def body(carry: Any, inputs: Any) -> Any:
+        xp, v = inputs
+        new, y, saved = rules.forward(params, carry, xp)
+        return _where(v, new, carry), (_where(v, y, jnp.zeros_like(y)), saved)
+
+    final, (ys, saved) = jax.lax.scan(
+        body, carry, (rules.project(params, xs), valid), reverse=reverse, unroll=unroll
+    )
+    return final, ys, saved
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _core(
+    spec: Any, reverse: bool, unroll: Any, params: Any, xs: Array, carry: Any, valid: Any
+) -> Any:
+    final, ys, _ = _forward(spec, reverse, unroll, params, xs, carry, valid)
+    return final, ys
+
+
+def _core_fwd(
+    spec: Any, reverse: bool, unroll: Any, params: Any, xs: Array, carry: Any, valid: Any
+) -> Any:
+    final, ys, saved = _forward(spec, reverse, unroll, params, xs, carry, valid)
+    return (final, ys), (params, xs, valid, saved)
+
+
+def _core_bwd(spec: Any, reverse: bool, unroll: Any, residuals: Any, cotangents: Any) -> Any:
+    params, xs, valid, saved = residuals
+    dfinal, dys = cotangents
+    rules = _rules(spec)
+
+    def body(dcarry: Any, inputs: Any) -> Any:
+        saved_t, dy, v = inputs
+        dcarry_in, dxp, drec = rules.backward(params, saved_t, dcarry, dy)
+        zero = jnp.zeros_like(dxp)
+        return _where(v, dcarry_in, dcarry), (_where(v, dxp, zero), _where(v, drec, zero))
+
+    dcarry0, (dxp, drec) = jax.lax.scan(body, dfinal, (saved, dys, valid), reverse=not reverse)
+    h_in = saved[0]
+    # Every weight gradient is one matmul over all T·N rows.
+    db_ih, db_hh = dxp.sum(axis=(0, 1)), drec.sum(axis=(0, 1))
+    dparams = params._replace(
+        w_ih=jnp.einsum("tng,tni->gi", dxp, xs),
+        w_hh=jnp.einsum("tng,tnh->gh", drec, h_in),
+        b_ih=None if params.b_ih is None else db_ih,
+        b_hh=None if params.b_hh is None else db_hh,
+    )
+    dxs = jnp.einsum("tng,gi->tni", dxp, params.w_ih)
+    return dparams, dxs, dcarry0, None
+
+
+_core.defvjp(_core_fwd, _core_bwd)

@@ -1,0 +1,145 @@
+"""The fused BPTT fast path against plain autodiff through `lax.scan`."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jaxrnn
+from jaxrnn import _fused
+from tests.helpers import CELL_IDS, CELLS, INPUT_SIZE, random_carry
+
+T, B = 6, 3
+# Variants that differ only in their initialisation share the step of their base cell.
+STEP_CELLS = [c for c in CELLS if not c.name.endswith(("chrono", "orthogonal"))]
+STEP_IDS = [c.name for c in STEP_CELLS]
+LENGTHS = jnp.array([6, 2, 0])
+
+
+def _setup(case, dtype, batch_shape=(B,)):
+    cell = case.make()
+    k_params, k_carry, k_x = jax.random.split(jax.random.key(0), 3)
+    params = cell.init(k_params, INPUT_SIZE, dtype)
+    carry = random_carry(cell, k_carry, batch_shape, dtype)
+    xs = jax.random.normal(k_x, (T, *batch_shape, INPUT_SIZE), dtype)
+    return cell, params, carry, xs
+
+
+def _vjp_all(fn, primals):
+    out, vjp = jax.vjp(fn, *primals)
+    leaves, treedef = jax.tree.flatten(out)
+    keys = jax.random.split(jax.random.key(9), len(leaves))
+    cot = jax.tree.unflatten(
+        treedef, [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves, strict=True)]
+    )
+    return out, vjp(cot)
+
+
+def _compare(fn, primals, tol):
+    fused = _vjp_all(functools.partial(fn, backward="fused"), primals)
+    plain = _vjp_all(functools.partial(fn, backward="autodiff"), primals)
+    assert jax.tree.structure(fused) == jax.tree.structure(plain)
+    for u, v in zip(jax.tree.leaves(fused), jax.tree.leaves(plain), strict=True):
+        np.testing.assert_allclose(u, v, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("case", STEP_CELLS, ids=STEP_IDS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+def test_fused_equals_autodiff_float64(case, reverse, lengths):
+    cell, params, carry, xs = _setup(case, jnp.float64)
+
+    def run(p, x, c, backward):
+        return jaxrnn.scan(cell, p, x, carry=c, lengths=lengths, reverse=reverse, backward=backward)
+
+    _compare(run, (params, xs, carry), 1e-10)
+
+
+@pytest.mark.parametrize("case", CELLS, ids=CELL_IDS)
+def test_fused_equals_autodiff_float32_batch_major_under_jit(case):
+    cell, params, carry, xs = _setup(case, jnp.float32)
+    xs = jnp.swapaxes(xs, 0, 1)
+
+    @functools.partial(jax.jit, static_argnames="backward")
+    def run(p, x, c, backward):
+        return jaxrnn.scan(
+            cell, p, x, carry=c, lengths=LENGTHS, time_major=False, backward=backward
+        )
+
+    _compare(run, (params, xs, carry), 1e-5)
+
+
+@pytest.mark.parametrize("batch_shape", [(), (2, 2)], ids=str)
+def test_fused_with_any_batch_axes(batch_shape):
+    case = next(c for c in CELLS if c.name == "lstm")
+    cell, params, carry, xs = _setup(case, jnp.float64, batch_shape)
+    _compare(
+        lambda p, x, c, backward: jaxrnn.scan(cell, p, x, carry=c, backward=backward),
+        (params, xs, carry),
+        1e-10,
+    )
+
+
+def test_fused_under_vmap():
+    case = next(c for c in CELLS if c.name == "gru")
+    cell, params, carry, xs = _setup(case, jnp.float64)
+
+    def run(p, x, c, backward):
+        one = lambda x, c, n: jaxrnn.scan(cell, p, x, carry=c, lengths=n, backward=backward)  # noqa: E731
+        return jax.vmap(one, in_axes=(1, 0, 0), out_axes=(0, 1))(x, c, LENGTHS)
+
+    _compare(run, (params, xs, carry), 1e-10)
+
+
+@pytest.mark.parametrize(
+    "cell_fn", [jaxrnn.lstm, jaxrnn.gru, jaxrnn.elman], ids=["lstm", "gru", "elman"]
+)
+def test_fused_through_a_bidirectional_multi_layer_stack(cell_fn):
+    rnn = jaxrnn.stack(cell_fn(4), num_layers=2, bidirectional=True)
+    params = rnn.init(jax.random.key(0), INPUT_SIZE, jnp.float64)
+    xs = jax.random.normal(jax.random.key(1), (T, B, INPUT_SIZE), jnp.float64)
+    _compare(
+        lambda p, x, backward: rnn.apply(p, x, lengths=LENGTHS, backward=backward),
+        (params, xs),
+        1e-10,
+    )
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "elman_output_layer"])
+def test_second_order_reverse_mode_is_exact(name):
+    case = next(c for c in CELLS if c.name == name)
+    cell, params, carry, xs = _setup(case, jnp.float64)
+    run = jax.jit(lambda p, x, c: jaxrnn.scan(cell, p, x, carry=c, lengths=LENGTHS))
+    check_grads(run, (params, xs, carry), order=2, modes=("rev",), eps=1e-4)
+
+
+def test_forward_mode_through_the_fused_path_is_a_clear_error():
+    case = next(c for c in CELLS if c.name == "lstm")
+    cell, params, _, xs = _setup(case, jnp.float64)
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(lambda x: jaxrnn.scan(cell, params, x)[1], (xs,), (xs,))
+    # and backward="autodiff" is the way to forward mode:
+    jax.jvp(lambda x: jaxrnn.scan(cell, params, x, backward="autodiff")[1], (xs,), (xs,))
+
+
+def test_which_cells_take_the_fused_path():
+    x = jnp.ones((2, 3), jnp.float32)
+
+    def fused(cell, dtype=jnp.float32):
+        params = cell.init(jax.random.key(0), 3, dtype)
+        return _fused.supports(cell, params, x.astype(dtype), cell.initial_carry((2,), dtype))
+
+    assert fused(jaxrnn.lstm(4)) and fused(jaxrnn.gru(4)) and fused(jaxrnn.elman(4, output_size=1))
+    assert fused(jaxrnn.lstm(4), jnp.float64)
+    assert not fused(jaxrnn.lstm(4, proj_size=2))
+    assert not fused(jaxrnn.lstm(4), jnp.bfloat16)
+    assert not fused(jaxrnn.clip_carry_grad(jaxrnn.lstm(4), 1.0))
+
+
+def test_bad_backward_option():
+    cell = jaxrnn.gru(2)
+    with pytest.raises(ValueError, match="backward: expected 'fused' or 'autodiff', got 'cudnn'"):
+        jaxrnn.scan(cell, cell.init(jax.random.key(0), 3), jnp.ones((2, 3)), backward="cudnn")
