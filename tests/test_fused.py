@@ -112,7 +112,9 @@ def test_fused_through_a_bidirectional_multi_layer_stack(cell_fn):
 def test_second_order_reverse_mode_is_exact(name):
     case = next(c for c in CELLS if c.name == name)
     cell, params, carry, xs = _setup(case, jnp.float64)
-    run = jax.jit(lambda p, x, c: jaxrnn.scan(cell, p, x, carry=c, lengths=LENGTHS))
+    run = jax.jit(
+        lambda p, x, c: jaxrnn.scan(cell, p, x, carry=c, lengths=LENGTHS, backward="fused")
+    )
     check_grads(run, (params, xs, carry), order=2, modes=("rev",), eps=1e-4)
 
 
@@ -120,7 +122,7 @@ def test_forward_mode_through_the_fused_path_is_a_clear_error():
     case = next(c for c in CELLS if c.name == "lstm")
     cell, params, _, xs = _setup(case, jnp.float64)
     with pytest.raises(TypeError, match="forward-mode"):
-        jax.jvp(lambda x: jaxrnn.scan(cell, params, x)[1], (xs,), (xs,))
+        jax.jvp(lambda x: jaxrnn.scan(cell, params, x, backward="fused")[1], (xs,), (xs,))
     # and backward="autodiff" is the way to forward mode:
     jax.jvp(lambda x: jaxrnn.scan(cell, params, x, backward="autodiff")[1], (xs,), (xs,))
 
