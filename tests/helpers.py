@@ -123,3 +123,14 @@ def reference_scan(cell, params, xs, *, carry, lengths=None, reverse=False):
         ys.append(jnp.stack([jnp.zeros(y_size, xs.dtype) if o is None else o for o in out]))
         finals.append(c)
     return jax.tree.map(lambda *a: jnp.stack(a), *finals), jnp.stack(ys, axis=1)
+
+
+def vjp_all(fn, primals):
+    """The outputs of ``fn`` and its VJP with one random cotangent for every output."""
+    out, vjp = jax.vjp(fn, *primals)
+    leaves, treedef = jax.tree.flatten(out)
+    keys = jax.random.split(jax.random.key(9), len(leaves))
+    cot = jax.tree.unflatten(
+        treedef, [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves, strict=True)]
+    )
+    return out, vjp(cot)

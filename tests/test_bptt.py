@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
-from tests.helpers import random_carry
+from tests.helpers import random_carry, vjp_all
 
 T, B, I = 10, 3, 2
 LENGTHS = jnp.array([10, 7, 0])
@@ -20,17 +20,6 @@ def _setup(name):
     carry = random_carry(cell, k_carry, (B,), jnp.float64)
     xs = jax.random.normal(k_x, (T, B, I), jnp.float64)
     return cell, params, carry, xs
-
-
-def _vjp_all(fn, primals):
-    """The outputs of ``fn`` and its VJP with one random cotangent for every output."""
-    out, vjp = jax.vjp(fn, *primals)
-    leaves, treedef = jax.tree.flatten(out)
-    keys = jax.random.split(jax.random.key(9), len(leaves))
-    cot = jax.tree.unflatten(
-        treedef, [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves, strict=True)]
-    )
-    return out, vjp(cot)
 
 
 def _assert_tree_close(a, b, tol=1e-12):
@@ -65,14 +54,14 @@ def _chunked_reference(cell, k, reverse):
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_truncate_equals_hand_chunked_bptt(name, k, reverse):
     cell, params, carry, xs = _setup(name)
-    got = _vjp_all(
+    got = vjp_all(
         lambda p, x, c: jaxrnn.scan(
             cell, p, x, carry=c, lengths=LENGTHS, reverse=reverse, truncate=k
         ),
         (params, xs, carry),
     )
     reference = _chunked_reference(cell, k, reverse)
-    want = _vjp_all(lambda p, x, c: reference(p, x, c, LENGTHS), (params, xs, carry))
+    want = vjp_all(lambda p, x, c: reference(p, x, c, LENGTHS), (params, xs, carry))
     _assert_tree_close(got, want)
 
 
@@ -89,19 +78,17 @@ def test_truncate_without_lengths_is_a_chunked_loop_of_scans():
 
     # stop_gradient sits before chunks 2 and 3 in BPTT(4); written so, the loop above
     # stops it after chunks 1 and 2, which is the same graph.
-    got = _vjp_all(
-        lambda p, x, c: jaxrnn.scan(cell, p, x, carry=c, truncate=4), (params, xs, carry)
-    )
-    _assert_tree_close(got, _vjp_all(chunked, (params, xs, carry)))
+    got = vjp_all(lambda p, x, c: jaxrnn.scan(cell, p, x, carry=c, truncate=4), (params, xs, carry))
+    _assert_tree_close(got, vjp_all(chunked, (params, xs, carry)))
 
 
 @pytest.mark.parametrize("k", [T, 100])
 def test_truncate_at_or_beyond_t_is_full_bptt(k):
     cell, params, carry, xs = _setup("gru")
-    full = _vjp_all(
+    full = vjp_all(
         lambda p, x: jaxrnn.scan(cell, p, x, carry=carry, backward="autodiff"), (params, xs)
     )
-    cut = _vjp_all(lambda p, x: jaxrnn.scan(cell, p, x, carry=carry, truncate=k), (params, xs))
+    cut = vjp_all(lambda p, x: jaxrnn.scan(cell, p, x, carry=carry, truncate=k), (params, xs))
     _assert_tree_close(cut, full, 0)
 
 
@@ -112,7 +99,7 @@ def test_checkpoint_leaves_outputs_and_gradients_unchanged(k, reverse, lengths):
     cell, params, carry, xs = _setup("lstm")
 
     def run(checkpoint, truncate=None):
-        return _vjp_all(
+        return vjp_all(
             lambda p, x, c: jaxrnn.scan(
                 cell,
                 p,
@@ -213,8 +200,8 @@ def test_stack_passes_truncate_and_checkpoint_to_every_layer():
     params = rnn.init(jax.random.key(0), I, jnp.float64)
     xs = jax.random.normal(jax.random.key(1), (T, B, I), jnp.float64)
     # (one gradient through the fused path, two through autodiff with the options)
-    full = _vjp_all(lambda p: rnn.apply(p, xs, lengths=LENGTHS), (params,))
-    checked = _vjp_all(lambda p: rnn.apply(p, xs, lengths=LENGTHS, checkpoint=4), (params,))
+    full = vjp_all(lambda p: rnn.apply(p, xs, lengths=LENGTHS), (params,))
+    checked = vjp_all(lambda p: rnn.apply(p, xs, lengths=LENGTHS, checkpoint=4), (params,))
     _assert_tree_close(checked, full)
-    cut = _vjp_all(lambda p: rnn.apply(p, xs, lengths=LENGTHS, truncate=2), (params,))
+    cut = vjp_all(lambda p: rnn.apply(p, xs, lengths=LENGTHS, truncate=2), (params,))
     assert not np.allclose(cut[1][0].first.forward.w_hh, full[1][0].first.forward.w_hh)

@@ -10,7 +10,7 @@ from jax.test_util import check_grads
 
 import jaxrnn
 from jaxrnn import _fused
-from tests.helpers import CELL_IDS, CELLS, INPUT_SIZE, random_carry
+from tests.helpers import CELL_IDS, CELLS, INPUT_SIZE, random_carry, vjp_all
 
 T, B = 6, 3
 # Variants that differ only in their initialisation share the step of their base cell.
@@ -28,19 +28,9 @@ def _setup(case, dtype, batch_shape=(B,)):
     return cell, params, carry, xs
 
 
-def _vjp_all(fn, primals):
-    out, vjp = jax.vjp(fn, *primals)
-    leaves, treedef = jax.tree.flatten(out)
-    keys = jax.random.split(jax.random.key(9), len(leaves))
-    cot = jax.tree.unflatten(
-        treedef, [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves, strict=True)]
-    )
-    return out, vjp(cot)
-
-
 def _compare(fn, primals, tol):
-    fused = _vjp_all(functools.partial(fn, backward="fused"), primals)
-    plain = _vjp_all(functools.partial(fn, backward="autodiff"), primals)
+    fused = vjp_all(functools.partial(fn, backward="fused"), primals)
+    plain = vjp_all(functools.partial(fn, backward="autodiff"), primals)
     assert jax.tree.structure(fused) == jax.tree.structure(plain)
     for u, v in zip(jax.tree.leaves(fused), jax.tree.leaves(plain), strict=True):
         np.testing.assert_allclose(u, v, rtol=tol, atol=tol)
