@@ -17,6 +17,7 @@ from jaxrnn._gru import GRUParams, GRUSpec, gru
 from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec, lstm
 from jaxrnn._scan import scan
 from jaxrnn._stack import LayerParams, Stack, StackParams, concat, stack
+from jaxrnn._tbptt import TBPTT, TBPTTState, tbptt
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,8 @@ __all__ = [
     "LayerParams",
     "Stack",
     "StackParams",
+    "TBPTT",
+    "TBPTTState",
     "__version__",
     "clip_carry_grad",
     "concat",
@@ -41,4 +44,5 @@ __all__ = [
     "reference",
     "scan",
     "stack",
+    "tbptt",
 ]

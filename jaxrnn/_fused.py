@@ -28,7 +28,8 @@ class _Rules(NamedTuple):
     ``project(params, xs)``: the input slab of every step, biases folded in.
     ``forward(params, carry, xp_t) -> (carry, y, saved)``: ``saved[0]`` is h_{t-1}.
     ``backward(params, saved, dcarry, dy) -> (dcarry_in, dxp, drec)``: the
-    gradients of the input slab and of the recurrent slab ``h_{t-1} W_hh^T + b_hh``.
+    gradients of the input slab and of the recurrent slab ``h_{t-1} W_hh^T + b_hh``;
+    ``drec`` is None where the two are the same array (Elman, LSTM).
     """
 
     project: Callable[..., Array]
@@ -47,31 +48,34 @@ def _lstm_project(p: LSTMParams, xs: Array) -> Array:
 
 def _lstm_forward(p: LSTMParams, carry: LSTMCarry, xp: Array) -> Any:
     h, c = carry
-    z = xp + h @ p.w_hh.T
     hidden = c.shape[-1]
-    s = jax.nn.sigmoid(z)  # one sigmoid over the whole slab, then slices
-    i, f, o = s[:, :hidden], s[:, hidden : 2 * hidden], s[:, 3 * hidden :]
-    g = jnp.tanh(z[:, 2 * hidden : 3 * hidden])
+    # One sigmoid over the whole [i, f, g, o] slab: tanh(z) = 2·sigmoid(2z) − 1 for the
+    # g block, so the slab of activated gates comes out of a single elementwise pass.
+    scale = _g_block(hidden, 2.0, 1.0, c.dtype)
+    gates = scale * jax.nn.sigmoid(scale * (xp + h @ p.w_hh.T)) - (scale - 1)
+    i, f, g, o = (gates[:, k * hidden : (k + 1) * hidden] for k in range(4))
     c_new = f * c + i * g
-    tanh_c = jnp.tanh(c_new)
-    h_new = o * tanh_c
-    return LSTMCarry(h_new, c_new), h_new, (h, c, i, f, g, o, tanh_c)
+    h_new = o * jnp.tanh(c_new)
+    return LSTMCarry(h_new, c_new), h_new, (h, c, gates)
 
 
 def _lstm_backward(p: LSTMParams, saved: Any, dcarry: LSTMCarry, dy: Array) -> Any:
-    _, c, i, f, g, o, tanh_c = saved
+    _, c, gates = saved
+    hidden = c.shape[-1]
+    i, f, g, o = (gates[:, k * hidden : (k + 1) * hidden] for k in range(4))
+    tanh_c = jnp.tanh(f * c + i * g)  # recomputed: cheaper than saving it
     dh = dcarry.h + dy
     dc = dcarry.c + dh * o * (1 - tanh_c**2)
-    dz = jnp.concatenate(
-        [
-            dc * g * i * (1 - i),
-            dc * c * f * (1 - f),
-            dc * i * (1 - g**2),
-            dh * tanh_c * o * (1 - o),
-        ],
-        axis=-1,
-    )
-    return LSTMCarry(dz @ p.w_hh, dc * f), dz, dz
+    dgates = jnp.concatenate([dc * g, dc * c, dc * i, dh * tanh_c], axis=-1)
+    # σ' = a(1 − a) on the sigmoid blocks, tanh' = (1 − a)(1 + a) on the g block.
+    dz = dgates * (1 - gates) * (gates + _g_block(hidden, 1.0, 0.0, c.dtype))
+    return LSTMCarry(dz @ p.w_hh, dc * f), dz, None
+
+
+def _g_block(hidden: int, inside: float, outside: float, dtype: Any) -> Array:
+    """A [1, 4H] row holding ``inside`` on the g (cell candidate) block and ``outside`` elsewhere."""
+    row = jnp.full((1, 4 * hidden), outside, dtype)
+    return row.at[:, 2 * hidden : 3 * hidden].set(inside)
 
 
 def _gru_project(p: GRUParams, xs: Array) -> Array:
@@ -113,7 +117,7 @@ def _elman_rules(spec: ElmanSpec) -> _Rules:
     def backward(p: ElmanParams, saved: Any, dh_out: Array, dy: Array) -> Any:
         _, a, h_new = saved
         da = (dh_out + dy) * activation_derivative(act, a, h_new)
-        return da @ p.w_hh, da, da
+        return da @ p.w_hh, da, None
 
     return _Rules(project, forward, backward)
 
@@ -219,10 +223,12 @@ def _core_bwd(spec: Any, reverse: bool, unroll: Any, residuals: Any, cotangents:
     def body(dcarry: Any, inputs: Any) -> Any:
         saved_t, dy, v = inputs
         dcarry_in, dxp, drec = rules.backward(params, saved_t, dcarry, dy)
-        zero = jnp.zeros_like(dxp)
-        return _where(v, dcarry_in, dcarry), (_where(v, dxp, zero), _where(v, drec, zero))
+        masked = _where(v, (dxp, drec), jax.tree.map(jnp.zeros_like, (dxp, drec)))
+        return _where(v, dcarry_in, dcarry), masked
 
     dcarry0, (dxp, drec) = jax.lax.scan(body, dfinal, (saved, dys, valid), reverse=not reverse)
+    if drec is None:
+        drec = dxp
     h_in = saved[0]
     # Every weight gradient is one matmul over all T·N rows.
     db_ih, db_hh = dxp.sum(axis=(0, 1)), drec.sum(axis=(0, 1))

@@ -25,7 +25,7 @@ def scan(
     unroll: int | bool = 1,
     truncate: int | None = None,
     checkpoint: int | None = None,
-    backward: Literal["fused", "autodiff"] = "autodiff",
+    backward: Literal["fused", "autodiff"] = "fused",
 ) -> tuple[Carry, Array]:
     """Run ``cell`` over the time axis of ``xs``.
 
@@ -67,19 +67,19 @@ def scan(
         steps from its first carry. Memory for the backward pass grows like
         T/k + k instead of T, for about one more forward pass of compute;
         gradients are unchanged.
-      backward: how gradients are computed. ``"autodiff"`` (default): plain
-        autodiff through :func:`jax.lax.scan`. ``"fused"``: for the built-in
-        cells in float32 or float64 (LSTM without projection), without
-        ``truncate`` or ``checkpoint``, one sequence-level custom VJP with the
-        input projection hoisted out of the loop and every weight gradient
-        computed as one matmul after it (cuDNN's structure); other cases fall
-        back to autodiff. Both give the same gradients to rounding and both
-        support reverse-over-reverse (e.g. Hessian-vector products by
-        ``jax.grad`` of ``jax.grad``); forward mode (``jax.jvp``,
-        ``jax.jacfwd``) needs ``"autodiff"`` — JAX raises a ``TypeError`` for
-        forward mode through a custom VJP. The fused path is not yet the
-        default: on the 2-core CPU it has not shown a reliable speed-up and
-        its saved residuals take more memory (benchmarks/results).
+      backward: how gradients are computed. ``"fused"`` (default): for the
+        built-in cells in float32 or float64 (LSTM without projection),
+        without ``truncate`` or ``checkpoint``, one sequence-level custom VJP
+        with the input projection hoisted out of the loop, one recurrent
+        matmul per step each way, and every weight gradient computed as one
+        matmul after the loop (cuDNN's structure); every other case (user
+        cells, bfloat16, ``truncate``, ``checkpoint``) uses autodiff.
+        ``"autodiff"``: plain autodiff through :func:`jax.lax.scan`. Both give
+        the same gradients to rounding and both support reverse-over-reverse
+        (e.g. Hessian-vector products by ``jax.grad`` of ``jax.grad``).
+        Forward mode (``jax.jvp``, ``jax.jacfwd``, RTRL) needs
+        ``backward="autodiff"``: JAX raises a ``TypeError`` for forward mode
+        through a custom VJP.
 
     Returns:
       ``(final_carry, ys)`` with ``ys`` of shape ``[T, *batch, O]`` (or

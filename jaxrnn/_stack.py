@@ -70,7 +70,7 @@ class Stack(NamedTuple):
         num_directions]``.
       apply: ``apply(params, xs, *, carry=None, lengths=None, key=None,
         time_major=True, unroll=1, truncate=None, checkpoint=None,
-        backward='autodiff') -> (final_carry, ys)``; the last five as in
+        backward='fused') -> (final_carry, ys)``; the last five as in
         :func:`jaxrnn.scan`.
 
     Example:
@@ -198,7 +198,7 @@ def stack(
         unroll: int | bool = 1,
         truncate: int | None = None,
         checkpoint: int | None = None,
-        backward: str = "autodiff",
+        backward: str = "fused",
     ) -> tuple[Carry, Array]:
         _check_stack_params(params, num_layers, bidirectional)
         xs = check_xs(xs)

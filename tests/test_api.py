@@ -20,6 +20,8 @@ PUBLIC = {
     "LayerParams",
     "Stack",
     "StackParams",
+    "TBPTT",
+    "TBPTTState",
     "__version__",
     "clip_carry_grad",
     "concat",
@@ -29,6 +31,7 @@ PUBLIC = {
     "reference",
     "scan",
     "stack",
+    "tbptt",
 }
 
 
