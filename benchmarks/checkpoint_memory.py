@@ -30,12 +30,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import importlib.metadata
 import inspect
 import json
 import math
 import os
-import platform
 import re
 import resource
 import shlex
@@ -46,6 +44,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _machine import git_state, machine_info, meminfo_kib
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -58,17 +58,6 @@ TARGET_MEMORY_RATIO, TARGET_TIME_RATIO = 0.25, 1.5
 
 
 # --------------------------------------------------------------------------- machine
-
-
-def _meminfo_kib(field: str) -> int | None:
-    """Return a field of ``/proc/meminfo`` in KiB, or None where unavailable."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 def _current_rss_kib() -> int | None:
@@ -124,58 +113,6 @@ def source_state(package_dir: Path) -> dict[str, Any]:
         if param.kind is inspect.Parameter.KEYWORD_ONLY
     }
     return {"sha256": digest.hexdigest()[:12], "scan_options": options}
-
-
-def git_state() -> dict[str, Any]:
-    """Return the repository's commit and its uncommitted changes under ``jaxrnn/``."""
-
-    def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(
-                ["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=False
-            )
-        except OSError:
-            return None
-        return proc.stdout.strip() if proc.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--", "jaxrnn")
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "uncommitted_jaxrnn_changes": (
-            None if status is None else [line.strip() for line in status.splitlines()]
-        ),
-    }
-
-
-def machine_info() -> dict[str, Any]:
-    """Describe the machine without importing JAX (the device comes from the workers).
-
-    Returns:
-      A dict with the CPU model, CPU count, total memory and package versions.
-    """
-    cpu_model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for package in ("jax", "jaxlib", "jaxrnn"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    mem_total = _meminfo_kib("MemTotal")
-    return {
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "mem_total_gib": None if mem_total is None else round(mem_total / 2**20, 2),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": versions,
-    }
 
 
 # --------------------------------------------------------------------------- worker
@@ -245,7 +182,7 @@ def worker(config: dict[str, Any]) -> dict[str, Any]:
         "import_and_inputs_s": time.perf_counter() - t_start,
         "rss_baseline_kib": _current_rss_kib(),
         "maxrss_baseline_kib": _maxrss_kib(),
-        "mem_available_kib": _meminfo_kib("MemAvailable"),
+        "mem_available_kib": meminfo_kib("MemAvailable"),
         "loadavg_start": os.getloadavg(),
     }
 

@@ -9,7 +9,7 @@ Example:
   (100, 32, 64)
 """
 
-from jaxrnn import reference
+from jaxrnn import checkpoint, diagnostics, plots, reference, tasks, training
 from jaxrnn._cell import Cell
 from jaxrnn._clip import clip_carry_grad
 from jaxrnn._elman import ElmanParams, ElmanSpec, elman
@@ -22,6 +22,7 @@ from jaxrnn._tbptt import TBPTT, TBPTTState, tbptt
 __version__ = "0.1.0"
 
 __all__ = [
+    "TBPTT",
     "Cell",
     "ElmanParams",
     "ElmanSpec",
@@ -33,16 +34,20 @@ __all__ = [
     "LayerParams",
     "Stack",
     "StackParams",
-    "TBPTT",
     "TBPTTState",
     "__version__",
+    "checkpoint",
     "clip_carry_grad",
     "concat",
+    "diagnostics",
     "elman",
     "gru",
     "lstm",
+    "plots",
     "reference",
     "scan",
     "stack",
+    "tasks",
     "tbptt",
+    "training",
 ]

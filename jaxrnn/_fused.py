@@ -73,7 +73,7 @@ def _lstm_backward(p: LSTMParams, saved: Any, dcarry: LSTMCarry, dy: Array) -> A
 
 
 def _g_block(hidden: int, inside: float, outside: float, dtype: Any) -> Array:
-    """A [1, 4H] row holding ``inside`` on the g (cell candidate) block and ``outside`` elsewhere."""
+    """A [1, 4H] row: ``inside`` on the g (cell candidate) block, ``outside`` elsewhere."""
     row = jnp.full((1, 4 * hidden), outside, dtype)
     return row.at[:, 2 * hidden : 3 * hidden].set(inside)
 

@@ -24,7 +24,8 @@ class TBPTTState(NamedTuple):
 
     Example:
       >>> import jax.numpy as jnp, optax, jaxrnn
-      >>> run = jaxrnn.tbptt(lambda p, c, x: (c, x * p), lambda ys, t: jnp.sum(ys), optax.sgd(0.1), 4)
+      >>> apply = lambda p, c, x: (c, x * p)
+      >>> run = jaxrnn.tbptt(apply, lambda ys, t: jnp.sum(ys), optax.sgd(0.1), k1=4)
       >>> state = run.init(jnp.ones(()), jnp.zeros(()))
       >>> state.position
       Array(0, dtype=int32)
@@ -52,7 +53,8 @@ class TBPTT(NamedTuple):
 
     Example:
       >>> import jax.numpy as jnp, optax, jaxrnn
-      >>> run = jaxrnn.tbptt(lambda p, c, x: (c, x * p), lambda ys, t: jnp.sum(ys), optax.sgd(0.1), 4)
+      >>> apply = lambda p, c, x: (c, x * p)
+      >>> run = jaxrnn.tbptt(apply, lambda ys, t: jnp.sum(ys), optax.sgd(0.1), k1=4)
       >>> run.num_updates(10)  # windows [0, 4) and [4, 8)
       2
     """
@@ -150,7 +152,9 @@ def tbptt(
     @jax.jit
     def update(state: TBPTTState, xs: Array, targets: Any) -> tuple[TBPTTState, Array]:
         if xs.shape[0] < k2:
-            raise ValueError(f"xs: expected a stream of at least k2 = {k2} steps, got {xs.shape[0]}")
+            raise ValueError(
+                f"xs: expected a stream of at least k2 = {k2} steps, got {xs.shape[0]}"
+            )
         grad_fn = jax.value_and_grad(window_loss, has_aux=True)
         (loss, carry), grads = grad_fn(
             state.params, state.carry, window(xs, state.position), window(targets, state.position)

@@ -23,15 +23,20 @@ PUBLIC = {
     "TBPTT",
     "TBPTTState",
     "__version__",
+    "checkpoint",
     "clip_carry_grad",
     "concat",
+    "diagnostics",
     "elman",
     "gru",
     "lstm",
+    "plots",
     "reference",
     "scan",
     "stack",
+    "tasks",
     "tbptt",
+    "training",
 }
 
 
@@ -41,7 +46,8 @@ def test_public_names_are_pinned():
 
 
 def test_every_public_callable_has_a_docstring_with_an_example():
-    for module in (jaxrnn, jaxrnn.interop):
+    modules = (jaxrnn, jaxrnn.interop, jaxrnn.tasks, jaxrnn.training, jaxrnn.diagnostics)
+    for module in (*modules, jaxrnn.plots, jaxrnn.checkpoint):
         for name in module.__all__:
             obj = getattr(module, name)
             if callable(obj):

@@ -1,10 +1,13 @@
 """The ``jaxrnn`` command line."""
 
+import json
+import math
 import subprocess
 import sys
 
 import pytest
 
+import jaxrnn
 from jaxrnn._cli import main
 
 
@@ -37,3 +40,108 @@ def test_help():
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0
+
+
+def _run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "jaxrnn", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_train_writes_metrics_and_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--task",
+        "copy",
+        "--cell",
+        "gru",
+        "--seq-len",
+        "5",
+        "--hidden",
+        "8",
+        "--steps",
+        "6",
+        "--batch-size",
+        "4",
+        "--log-every",
+        "2",
+        "--eval-every",
+        "3",
+        "--checkpoint-every",
+        "3",
+        "--carry-grads",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [2, 3, 4, 6]
+    assert len(lines[1]["carry_grad_norms"]) == 25  # T + 20 steps of the copy task
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["compiles"] == 1
+    assert summary["baseline"] == pytest.approx(10 * math.log(8) / 25)
+    assert {"final_eval_loss", "wall_seconds"} <= set(summary)
+    assert main([*argv[:-2], "--steps", "9", "--out", str(out), "--resume"]) == 0
+    assert json.loads((out / "summary.json").read_text())["resumed_from"] == 6
+    assert "final eval loss" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--task", "sorting"], "argument --task: invalid choice: 'sorting' (choose from "),
+        (["--cell", "transformer"], "argument --cell: invalid choice: 'transformer' (choose from "),
+        (["--hidden", "-3"], "argument --hidden: expected a positive integer, got -3"),
+        (["--lr", "0"], "argument --lr: expected a positive number, got 0"),
+        (["--resume"], "--resume: nothing to resume, no checkpoint in"),
+        (["--task", "adding-hs97", "--seq-len", "5"], "--seq-len: seq_len: expected"),
+    ],
+)
+def test_train_bad_flags_exit_with_one_line(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--out", str(tmp_path / "run"), *flags])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxrnn train: error: ") and err.count("\n") == 1
+    assert message in err
+    if "invalid choice" in message:  # the valid choices are listed
+        valid = jaxrnn.tasks.NAMES if "task" in message else ("elman", "irnn", "lstm-chrono", "gru")
+        assert all(name in err for name in valid)
+
+
+def test_train_with_an_unwritable_out_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = _run("train", "--out", str(blocker / "run"), "--steps", "1")
+    assert result.returncode == 2
+    assert f"--out: cannot write to {blocker / 'run'}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_help_and_a_tiny_demo(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--help"])
+    assert e.value.code == 0
+    assert "adding problem" in capsys.readouterr().out
+    argv = ["demo", "--steps", "4", "--seq-len", "6", "--hidden", "4", "--batch-size", "4"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "tanh RNN" in out and "LSTM" in out
+    for name in (
+        "learning_curves.png",
+        "gradient_decay.png",
+        "rnn/summary.json",
+        "lstm/metrics.jsonl",
+    ):
+        assert (tmp_path / name).is_file()
+
+
+def test_gradients_command(tmp_path, capsys):
+    argv = ["gradients", "--seq-len", "12", "--hidden", "6", "--batch-size", "3"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "gradients.json").read_text())
+    assert set(report["norms"]) == {"tanh RNN", "LSTM (forget bias 1)", "GRU"}
+    assert all(len(v) == 12 for v in report["norms"].values())
+    assert (tmp_path / "gradient_decay.png").is_file()
