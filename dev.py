@@ -2,7 +2,7 @@
 
 Usage::
 
-    python3 dev.py demo [ARGS...]   # install jaxrnn, then run `jaxrnn showcase ARGS...`
+    python3 dev.py demo [ARGS...]   # install jaxrnn[plots], then run `jaxrnn demo ARGS...`
     python3 dev.py test [ARGS...]   # lint + `pytest -n 2`; with ARGS: only `pytest -n 2 ARGS`
     python3 dev.py lint             # ruff check, ruff format --check, mypy
 
@@ -32,7 +32,7 @@ PY = str(BIN / ("python.exe" if WINDOWS else "python"))
 TORCH = "torch==2.13.0"
 # command -> (extras for `pip install -e .[extras]`, install the pinned torch first?)
 PROFILES: dict[str, tuple[str, bool]] = {
-    "demo": ("", False),
+    "demo": ("plots", False),
     "test": ("test,interop,plots", True),
     "lint": ("test,interop,plots", True),  # same env as `test`, so mypy sees the same packages
 }
@@ -99,7 +99,7 @@ def main(argv: Sequence[str]) -> int:
     if code := ensure_env(command):
         return code
     if command == "demo":
-        return run([tool("jaxrnn"), "showcase", *rest])
+        return run([tool("jaxrnn"), "demo", *rest])
     lint = [[tool("ruff"), "check", "."], [tool("ruff"), "format", "--check", "."], [tool("mypy")]]
     pytest = [PY, "-m", "pytest", "-n", "2", *rest]
     if command == "lint":

@@ -337,6 +337,8 @@ def train(args: argparse.Namespace) -> int:
     except FloatingPointError as e:
         print(f"jaxrnn train: error: {e}", file=sys.stderr)
         return 1
+    if args.carry_grads:
+        _heatmap(result.history, out)
     s = result.summary
     metric = f"final_eval_{task.metric_name}"
     print(
@@ -346,6 +348,22 @@ def train(args: argparse.Namespace) -> int:
         f"{s['skipped_updates']} non-finite updates skipped. Wrote {out}/summary.json"
     )
     return 0
+
+
+def _heatmap(history: list[dict[str, Any]], out: Path) -> None:
+    """Write OUT/carry_grad_heatmap.png: ‖∂L/∂h_t‖ per step t across the evaluations."""
+    rows = [line["carry_grad_norms"] for line in history if "carry_grad_norms" in line]
+    try:
+        from jaxrnn import plots
+
+        fig = plots.gradient_heatmap(
+            rows, ylabel="evaluation", title="‖∂L/∂h_t‖ on a held-out batch during training"
+        )
+    except ImportError as e:
+        print(f"no heatmap: {e}")
+        return
+    fig.savefig(out / "carry_grad_heatmap.png", dpi=110, bbox_inches="tight")
+    print(f"wrote {out / 'carry_grad_heatmap.png'}")
 
 
 def _rate(value: float | None) -> str:

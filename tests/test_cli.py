@@ -79,6 +79,7 @@ def test_train_writes_metrics_and_summary(tmp_path, capsys):
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [2, 3, 4, 6]
     assert len(lines[1]["carry_grad_norms"]) == 25  # T + 20 steps of the copy task
+    assert (out / "carry_grad_heatmap.png").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["compiles"] == 1
     assert summary["baseline"] == pytest.approx(10 * math.log(8) / 25)
