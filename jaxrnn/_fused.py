@@ -145,20 +145,33 @@ def fused_scan(
     lengths: Array | None,
     reverse: bool,
     unroll: int | bool,
+    checkpoint: int | None = None,
 ) -> tuple[Carry, Array]:
-    """:func:`jaxrnn.scan` of a built-in cell through the fused custom VJP (time-major xs)."""
+    """:func:`jaxrnn.scan` of a built-in cell through the fused custom VJP (time-major xs).
+
+    With ``checkpoint=k`` the steps run in chunks of k under
+    :func:`jax.checkpoint`: only each chunk's first carry is kept, and the
+    backward pass recomputes the chunk's fused forward before its fused
+    backward.
+    """
     num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
     rows = xs.reshape(num_steps, -1, xs.shape[-1])
     carry_rows = jax.tree.map(lambda a: a.reshape(-1, a.shape[-1]), carry)
     valid = None
-    if lengths is not None:
+    if lengths is not None or (checkpoint is not None and num_steps % checkpoint):
         steps = jnp.arange(num_steps)[:, None]
-        valid = steps < jnp.reshape(lengths, (1, -1))
+        limit = jnp.full((1, rows.shape[1]), num_steps) if lengths is None else lengths
+        valid = steps < jnp.reshape(limit, (1, -1))
     spec = cell.spec
     core_params = params
     if isinstance(spec, ElmanSpec):
         core_params = params._replace(w_hy=None, b_y=None)
-    final, hs = _core(spec, reverse, unroll, core_params, rows, carry_rows, valid)
+    if checkpoint is None:
+        final, hs = _core(spec, reverse, unroll, core_params, rows, carry_rows, valid)
+    else:
+        final, hs = _chunked(
+            spec, reverse, unroll, checkpoint, core_params, rows, carry_rows, valid
+        )
     final = jax.tree.map(lambda a, c: a.reshape(c.shape), final, carry)
     ys = hs
     if isinstance(spec, ElmanSpec) and spec.output_activation is not None:
@@ -168,6 +181,35 @@ def fused_scan(
         if valid is not None:
             ys = jnp.where(valid[..., None], ys, 0)
     return final, ys.reshape(num_steps, *batch_shape, ys.shape[-1])
+
+
+def _chunked(
+    spec: Any,
+    reverse: bool,
+    unroll: Any,
+    size: int,
+    params: Any,
+    rows: Array,
+    carry: Any,
+    valid: Array | None,
+) -> Any:
+    """The fused scan in chunks of ``size`` steps, each rematerialised in the backward pass."""
+    num_steps = rows.shape[0]
+    pad = -num_steps % size
+    if pad:  # whole chunks; the padded steps are masked out (valid is set when padding)
+        assert valid is not None
+        rows = jnp.concatenate([rows, jnp.zeros((pad, *rows.shape[1:]), rows.dtype)])
+        valid = jnp.concatenate([valid, jnp.zeros((pad, *valid.shape[1:]), bool)])
+
+    def chunks(a: Array | None) -> Any:
+        return None if a is None else a.reshape(-1, size, *a.shape[1:])
+
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def run_chunk(carry: Any, chunk: Any) -> Any:
+        return _core(spec, reverse, unroll, params, *chunk[:1], carry, chunk[1])
+
+    final, hs = jax.lax.scan(run_chunk, carry, (chunks(rows), chunks(valid)), reverse=reverse)
+    return final, hs.reshape(-1, *hs.shape[2:])[:num_steps]
 
 
 def _rules(spec: Any) -> _Rules:

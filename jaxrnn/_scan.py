@@ -69,11 +69,12 @@ def scan(
         gradients are unchanged.
       backward: how gradients are computed. ``"fused"`` (default): for the
         built-in cells in float32 or float64 (LSTM without projection),
-        without ``truncate`` or ``checkpoint``, one sequence-level custom VJP
+        without ``truncate``, one sequence-level custom VJP
         with the input projection hoisted out of the loop, one recurrent
         matmul per step each way, and every weight gradient computed as one
         matmul after the loop (cuDNN's structure); every other case (user
-        cells, bfloat16, ``truncate``, ``checkpoint``) uses autodiff.
+        cells, bfloat16, ``truncate``) uses autodiff. With ``checkpoint``, each
+        chunk of steps is one fused custom VJP under :func:`jax.checkpoint`.
         ``"autodiff"``: plain autodiff through :func:`jax.lax.scan`. Both give
         the same gradients to rounding and both support reverse-over-reverse
         (e.g. Hessian-vector products by ``jax.grad`` of ``jax.grad``).
@@ -117,15 +118,10 @@ def scan(
             check_positive_int(value, name)
     if backward not in ("fused", "autodiff"):
         raise ValueError(f"backward: expected 'fused' or 'autodiff', got {backward!r}")
-    if (
-        backward == "fused"
-        and truncate is None
-        and checkpoint is None
-        and _fused.supports(cell, params, xs, carry)
-    ):
+    if backward == "fused" and truncate is None and _fused.supports(cell, params, xs, carry):
         # The cell's own step checks its inputs; the fused path does not call it.
         jax.eval_shape(cell.step, params, carry, xs[0])
-        final, ys = _fused.fused_scan(cell, params, xs, carry, lengths, reverse, unroll)
+        final, ys = _fused.fused_scan(cell, params, xs, carry, lengths, reverse, unroll, checkpoint)
         if not time_major:
             ys = jnp.moveaxis(ys, 0, batch_axis_count)
         return final, ys

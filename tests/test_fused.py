@@ -37,6 +37,27 @@ def _compare(fn, primals, tol):
 
 
 @pytest.mark.parametrize("case", STEP_CELLS, ids=STEP_IDS)
+@pytest.mark.parametrize(("reverse", "lengths"), [(False, None), (True, LENGTHS)])
+def test_fused_in_checkpointed_chunks_equals_autodiff(case, reverse, lengths):
+    cell, params, carry, xs = _setup(case, jnp.float64)
+
+    def run(p, x, c, backward):
+        checkpoint = 4 if backward == "fused" else None  # T = 6: one whole chunk, one padded
+        return jaxrnn.scan(
+            cell,
+            p,
+            x,
+            carry=c,
+            lengths=lengths,
+            reverse=reverse,
+            checkpoint=checkpoint,
+            backward=backward,
+        )
+
+    _compare(run, (params, xs, carry), 1e-10)
+
+
+@pytest.mark.parametrize("case", STEP_CELLS, ids=STEP_IDS)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
 def test_fused_equals_autodiff_float64(case, reverse, lengths):
