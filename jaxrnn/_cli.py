@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 import jaxrnn
-from jaxrnn import _demo, checkpoint, diagnostics, tasks, training
+from jaxrnn import _demo, checkpoint, tasks, training
 
 
 class _Parser(argparse.ArgumentParser):
@@ -372,20 +373,9 @@ def _rate(value: float | None) -> str:
 
 def _carry_grad_metric(cell: jaxrnn.Cell, task: tasks.Task) -> Callable[..., dict[str, Any]]:
     """``extra_metrics`` for ``fit``: the batch mean of ‖∂L/∂h_t‖ for every step t."""
+    norms = jax.jit(functools.partial(_demo.mean_carry_grad_norms, cell, task=task))
 
-    @jax.jit
-    def norms(params: training.ReadoutParams, batch: tasks.Batch) -> jax.Array:
-        def loss_fn(hs: jax.Array) -> jax.Array:
-            outputs = jnp.einsum("bth,oh->bto", hs, params.w_out) + params.b_out[None, None, :]
-            return task.loss(outputs, batch)
-
-        grads = diagnostics.carry_grad_norms(
-            cell, params.rnn, batch.xs, loss_fn, lengths=batch.lengths, time_major=False
-        )
-        h = grads.h if isinstance(grads, jaxrnn.LSTMCarry) else grads
-        return jnp.mean(h, axis=0)
-
-    return lambda params, batch: {"carry_grad_norms": norms(params, batch).tolist()}
+    return lambda params, batch: {"carry_grad_norms": norms(params=params, batch=batch).tolist()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,27 +14,34 @@ import jaxrnn
 from jaxrnn import diagnostics, tasks, training
 
 
+def mean_carry_grad_norms(
+    cell: jaxrnn.Cell, params: training.ReadoutParams, task: tasks.Task, batch: tasks.Batch
+) -> jax.Array:
+    """‖∂L/∂h_t‖ for every step t, the mean over the batch, for the task's loss via the readout."""
+
+    def loss_fn(hs: jax.Array) -> jax.Array:
+        outputs = jnp.einsum("bth,oh->bto", hs, params.w_out) + params.b_out[None, None, :]
+        return task.loss(outputs, batch)
+
+    norms = diagnostics.carry_grad_norms(
+        cell, params.rnn, batch.xs, loss_fn, lengths=batch.lengths, time_major=False
+    )
+    h = norms.h if isinstance(norms, jaxrnn.LSTMCarry) else norms
+    return jnp.mean(h, axis=0)
+
+
 def _decay(
     cell: jaxrnn.Cell, params: training.ReadoutParams, task: tasks.Task, batch: tasks.Batch
 ) -> np.ndarray:
-    """The batch mean of ‖∂L/∂h_t‖ by lag T-1-t, for the task's loss through the readout.
+    """:func:`mean_carry_grad_norms` by lag T-1-t, computed in float64.
 
-    Computed in float64: a tanh RNN's gradient at lag 100 is often below
-    float32's smallest normal number (1e-38) and would read as exactly 0.
+    A tanh RNN's gradient at lag 100 is often below float32's smallest normal
+    number (1e-38) and would read as exactly 0.
     """
     with jax.enable_x64(True):
         params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
         batch = batch._replace(xs=jnp.asarray(batch.xs, jnp.float64))
-
-        def loss_fn(hs: jax.Array) -> jax.Array:
-            outputs = jnp.einsum("bth,oh->bto", hs, params.w_out) + params.b_out[None, None, :]
-            return task.loss(outputs, batch)
-
-        norms = diagnostics.carry_grad_norms(
-            cell, params.rnn, batch.xs, loss_fn, lengths=batch.lengths, time_major=False
-        )
-        h = norms.h if isinstance(norms, jaxrnn.LSTMCarry) else norms
-        return np.asarray(jnp.mean(h, axis=0))[::-1]
+        return np.asarray(mean_carry_grad_norms(cell, params, task, batch))[::-1]
 
 
 def _save(fig: Any, path: Any) -> str:

@@ -47,6 +47,19 @@ def _lags(lags: Any, size: int) -> np.ndarray:
     return lag
 
 
+def _finish(fig: Figure, xlabel: str, ylabel: str, title: str | None, log: bool = True) -> Figure:
+    """Label the figure's one axes, add the legend and the title, log-scale the y axis."""
+    ax = fig.axes[0]
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    if title is not None:
+        ax.set_title(title)
+    return fig
+
+
 def gradient_decay(
     curves: Mapping[str, Any],
     *,
@@ -97,13 +110,7 @@ def gradient_decay(
     for label, values in curves.items():
         v = _curve(values, f"curves[{label!r}]")
         ax.plot(_lags(lags, v.size), v, label=str(label))
-    ax.set_yscale("log")
-    ax.set_xlabel("lag (steps)")
-    ax.set_ylabel(ylabel)
-    ax.legend()
-    if title is not None:
-        ax.set_title(title)
-    return fig
+    return _finish(fig, "lag (steps)", ylabel, title)
 
 
 def gradient_heatmap(
@@ -212,13 +219,7 @@ def decay_vs_bound(
     ax = fig.add_subplot()
     ax.plot(x, m, label="measured")
     ax.plot(x, b, linestyle="--", color="black", label="bound")
-    ax.set_yscale("log")
-    ax.set_xlabel("lag (steps)")
-    ax.set_ylabel(ylabel)
-    ax.legend()
-    if title is not None:
-        ax.set_title(title)
-    return fig
+    return _finish(fig, "lag (steps)", ylabel, title)
 
 
 def learning_curves(
@@ -268,11 +269,4 @@ def learning_curves(
         ax.plot(steps, values, label=str(label))
     if baseline is not None:
         ax.axhline(baseline, color="grey", linestyle="--", label="baseline")
-    if log:
-        ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel(key)
-    ax.legend()
-    if title is not None:
-        ax.set_title(title)
-    return fig
+    return _finish(fig, "training step", key, title, log=log)
