@@ -336,8 +336,9 @@ def fit(
     split), plus whatever ``extra_metrics(params, eval_batch)`` returns.
     ``out/summary.json`` gets ``final_eval_loss``, ``final_eval_<metric>``,
     ``baseline``, ``steps``, ``wall_seconds``, ``first_step_seconds``
-    (compilation included), ``steps_per_second`` (the steps after the first,
-    evaluations included), ``skipped_updates``, ``compiles``.
+    (compilation included), ``steps_per_second`` (the training steps after
+    the first; time spent evaluating and logging left out),
+    ``skipped_updates``, ``compiles``.
 
     With ``checkpoint_every``, params, optimizer state, the step (the data
     position) and the PRNG key are saved atomically to ``out/checkpoints``
@@ -463,18 +464,20 @@ def fit(
         meta = {"config": config, "history_length": len(history)}
         ckpt.save(out_dir / "checkpoints", int(state.step), tree, meta=meta)
 
-    timer = {"time": time.perf_counter(), "step": start}
+    # Training throughput leaves out the time spent evaluating and logging.
+    timer = {"time": time.perf_counter(), "step": start, "eval_seconds": 0.0}
 
     def log(step: int, stats: dict[str, Array], params: Params, is_eval: bool) -> dict[str, Any]:
         line: dict[str, Any] = {"step": step}
         line.update({k: v.item() for k, v in jax.device_get(stats).items()})
         now = time.perf_counter()
         line["steps_per_s"] = (step - timer["step"]) / max(now - timer["time"], 1e-9)
-        timer.update(time=now, step=step)
         if is_eval:
             line.update({k: v.item() for k, v in evaluate(params, eval_data).items()})
             if extra_metrics is not None:
                 line.update(extra_metrics(params, eval_data[0]))
+        done = time.perf_counter()
+        timer.update(time=done, step=step, eval_seconds=timer["eval_seconds"] + done - now)
         written = {k: v for k, v in line.items() if k != "consecutive_skips"}
         history.append(written)
         if metrics_file is not None:
@@ -524,7 +527,8 @@ def fit(
         "steps_per_second": (
             None
             if t_compiled is None or state.step <= start + 1
-            else (int(state.step) - start - 1) / max(t_end - t_compiled, 1e-9)
+            else (int(state.step) - start - 1)
+            / max(t_end - t_compiled - timer["eval_seconds"], 1e-9)
         ),
         "skipped_updates": int(state.opt_state.total_notfinite),
         "compiles": traces[0],
