@@ -173,6 +173,24 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log ‖∂L/∂h_t‖ for every step t at each evaluation (one-layer models)",
     )
+    train.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="compute dtype; bfloat16 keeps float32 params and accumulation (default float32)",
+    )
+    train.add_argument(
+        "--devices",
+        type=_positive_int,
+        default=None,
+        help="data-parallel over this many devices (batch sharded, params replicated)",
+    )
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first: one process per host, all hosts' "
+        "devices in one mesh (see the README)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress lines")
 
     grads = commands.add_parser(
@@ -286,6 +304,14 @@ def showcase(args: argparse.Namespace) -> int:
 def train(args: argparse.Namespace) -> int:
     """``jaxrnn train``: one model on one task."""
     parser = args.parser
+    if args.distributed:
+        jax.distributed.initialize()
+    if args.devices is not None and args.devices > len(jax.devices()):
+        parser.error(f"--devices: expected at most {len(jax.devices())}, got {args.devices}")
+    if args.devices is not None and args.batch_size % args.devices:
+        parser.error(
+            f"--batch-size: expected a multiple of --devices {args.devices}, got {args.batch_size}"
+        )
     out = args.out or Path("runs") / f"{args.task}-{args.cell}-T{args.seq_len}-seed{args.seed}"
     if args.resume and checkpoint.latest(out / "checkpoints") is None:
         parser.error(f"--resume: nothing to resume, no checkpoint in {out / 'checkpoints'}")
@@ -295,7 +321,8 @@ def train(args: argparse.Namespace) -> int:
     config = {
         k: v
         for k, v in vars(args).items()
-        if k not in ("command", "parser", "out", "resume", "checkpoint_every", "quiet")
+        if k
+        not in ("command", "parser", "out", "resume", "checkpoint_every", "quiet", "distributed")
     }
     try:
         task = tasks.get(args.task, args.seq_len)
@@ -304,7 +331,8 @@ def train(args: argparse.Namespace) -> int:
     cell = CELLS[args.cell](args.hidden, args.seq_len)
     options = {} if args.truncate is None else {"truncate": args.truncate}
     rnn = cell if args.layers == 1 else jaxrnn.stack(cell, num_layers=args.layers)
-    model = training.readout(rnn, task.output_size, **options)
+    compute_dtype = jnp.bfloat16 if args.dtype == "bfloat16" else None
+    model = training.readout(rnn, task.output_size, compute_dtype=compute_dtype, **options)
     tx = training.optimizer(
         args.lr,
         name=args.optimizer,
@@ -333,6 +361,7 @@ def train(args: argparse.Namespace) -> int:
             resume=args.resume,
             config=config,
             extra_metrics=extra,
+            devices=args.devices,
             progress=not args.quiet,
         )
     except FloatingPointError as e:

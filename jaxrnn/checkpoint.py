@@ -90,7 +90,7 @@ def save(
         raise ValueError(f"keep: expected a positive integer or None, got {keep!r}")
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
-    leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(jax.device_get(tree))]
+    leaves = [_host_array(leaf) for leaf in jax.tree.leaves(tree)]
     info = {
         **(meta or {}),
         "step": step,
@@ -118,6 +118,18 @@ def save(
         for old in _checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _host_array(leaf: Any) -> np.ndarray:
+    """A NumPy copy of ``leaf``; a replicated array spread over several hosts is read locally."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        if not leaf.is_fully_replicated:
+            raise ValueError(
+                "tree: expected arrays this process can read whole (replicated or local), got "
+                f"one sharded across hosts with sharding {leaf.sharding}"
+            )
+        return np.asarray(leaf.addressable_data(0))
+    return np.asarray(jax.device_get(leaf))
 
 
 def _checkpoints(root: Path) -> list[Path]:

@@ -106,16 +106,28 @@ class Model(NamedTuple):
     apply: Callable[..., Array]
 
 
-def readout(rnn: Cell | Stack, output_size: int, **scan_options: Any) -> Model:
+def readout(
+    rnn: Cell | Stack, output_size: int, *, compute_dtype: Any = None, **scan_options: Any
+) -> Model:
     r"""A :class:`Model`: ``rnn`` over time, then ``y_t = W_out h_t + b_out`` at every step.
 
     ``W_out`` is initialised U(±1/√H) like PyTorch's ``nn.Linear``, ``b_out``
     at zero.
 
+    Mixed precision: with ``compute_dtype=jnp.bfloat16`` the params stay in
+    the dtype they were created in (float32: the optimizer updates float32
+    weights) and are cast to bfloat16 for the forward pass together with the
+    inputs; the cells then multiply in bfloat16 with float32 accumulation,
+    keep their gate math and carry in float32, and the outputs come back in
+    float32 for the loss. Gradients flow through the casts to the float32
+    params.
+
     Args:
       rnn: a :class:`~jaxrnn.Cell` (run by :func:`jaxrnn.scan`) or a
         :class:`~jaxrnn.Stack` (run by its ``apply``).
       output_size: O, the size of the outputs.
+      compute_dtype: the dtype of the forward computation (e.g.
+        ``jnp.bfloat16``); None computes in the params' dtype.
       **scan_options: passed on to :func:`jaxrnn.scan` or ``Stack.apply``
         (``truncate``, ``checkpoint``, ``backward``, ``unroll``).
 
@@ -129,6 +141,9 @@ def readout(rnn: Cell | Stack, output_size: int, **scan_options: Any) -> Model:
       >>> params = model.init(jax.random.key(0), input_size=2)
       >>> params.w_out.shape  # two directions of 8 features each
       (1, 16)
+      >>> mixed = jaxrnn.training.readout(jaxrnn.lstm(8), 1, compute_dtype=jnp.bfloat16)
+      >>> mixed.apply(mixed.init(jax.random.key(0), 2), jnp.ones((3, 5, 2))).dtype
+      dtype('float32')
     """
     check_positive_int(output_size, "output_size")
     if not isinstance(rnn, Cell | Stack):
@@ -155,8 +170,13 @@ def readout(rnn: Cell | Stack, output_size: int, **scan_options: Any) -> Model:
         lengths: Array | None = None,
         key: PRNGKey | None = None,
     ) -> Array:
+        out_dtype = jnp.result_type(params.w_out, jnp.float32)
+        if compute_dtype is not None:
+            params = jax.tree.map(lambda a: a.astype(compute_dtype), params)
+            xs = xs.astype(compute_dtype)
         hs = run(params.rnn, xs, lengths, key)
-        return jnp.einsum("bth,oh->bto", hs, params.w_out) + params.b_out[None, None, :]
+        ys = jnp.einsum("bth,oh->bto", hs.astype(params.w_out.dtype), params.w_out)
+        return (ys + params.b_out[None, None, :]).astype(out_dtype)
 
     return Model(init, apply)
 
@@ -317,6 +337,7 @@ def fit(
     params: Params | None = None,
     extra_metrics: Callable[[Params, Batch], dict[str, Any]] | None = None,
     max_consecutive_skips: int = 100,
+    devices: int | None = None,
     progress: bool | TextIO = True,
 ) -> FitResult:
     """Train ``model`` on ``task`` for ``steps`` updates of ``tx``.
@@ -370,6 +391,13 @@ def fit(
         values added at each evaluation (e.g. per-step carry-gradient norms).
       max_consecutive_skips: stop with an error after this many non-finite
         gradients in a row (the run has diverged).
+      devices: data-parallel training over the first ``devices`` of
+        :func:`jax.devices` (all of them, across hosts, after
+        :func:`jax.distributed.initialize`): a one-axis mesh ``("data",)``,
+        each batch sharded along its batch axis, params and optimizer state
+        replicated; the gradient is the same mean over the global batch, so
+        the run matches a one-device run to float tolerance. ``batch_size``
+        must be divisible by it. None runs on the default device.
       progress: print progress (to stderr, or to the given stream): a line
         rewritten at every logged step on a terminal, else one line per
         evaluation.
@@ -403,14 +431,15 @@ def fit(
         raise ValueError(f"resume: nothing to resume, {where}")
     config = dict(config or {})
 
+    shard = _data_parallel(devices, batch_size)
     k_init, k_data, k_drop, k_eval = jax.random.split(key, 4)
     # Never apply a non-finite update; the loop stops the run after too many in a row.
     tx = optax.apply_if_finite(tx, max_consecutive_errors=2**31 - 1)
     if params is None:
         params = model.init(k_init, task.input_size)
-    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    state = shard.replicate(TrainState(params, tx.init(params), jnp.zeros((), jnp.int32)))
     eval_keys = [jax.random.fold_in(k_eval, i) for i in range(eval_batches)]
-    eval_data = [task.sample(k, batch_size, "eval") for k in eval_keys]
+    eval_data = [shard.place(task.sample(k, batch_size, "eval")) for k in eval_keys]
     traces = [0]
 
     def loss_and_metric(params: Params, batch: Batch, dropout_key: Any) -> Any:
@@ -419,7 +448,9 @@ def fit(
 
     def train_step(state: TrainState) -> tuple[TrainState, dict[str, Array]]:
         traces[0] += 1  # runs once per trace: the compile count
-        batch = task.sample(jax.random.fold_in(k_data, state.step), batch_size, "train")
+        batch = shard.batch(
+            task.sample(jax.random.fold_in(k_data, state.step), batch_size, "train")
+        )
         grad_fn = jax.value_and_grad(loss_and_metric, has_aux=True)
         (loss, metric), grads = grad_fn(state.params, batch, jax.random.fold_in(k_drop, state.step))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -448,8 +479,12 @@ def fit(
     if resume:
         assert out_dir is not None
         state, history = _resume(out_dir, state, key, config)
+        state = shard.replicate(state)
         start = int(state.step)
     metrics_file = None
+    if out_dir is not None and jax.process_index() != 0:
+        out_dir = None  # in a multi-host run, process 0 writes the files
+        checkpoint_every = None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         if not resume:  # a fresh run in this directory: its old checkpoints must not be resumed
@@ -538,6 +573,45 @@ def fit(
     if out_dir is not None:
         _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     return FitResult(state, summary, history)
+
+
+class _Sharding(NamedTuple):
+    """How :func:`fit` places its arrays.
+
+    ``batch`` shards a batch made inside ``jit``, ``place`` one made outside,
+    ``replicate`` copies the state to every device.
+    """
+
+    batch: Callable[[Batch], Batch]
+    place: Callable[[Batch], Batch]
+    replicate: Callable[[Any], Any]
+
+
+def _data_parallel(devices: int | None, batch_size: int) -> _Sharding:
+    if devices is None:
+        return _Sharding(lambda batch: batch, lambda batch: batch, lambda tree: tree)
+    check_positive_int(devices, "devices")
+    available = jax.devices()
+    if devices > len(available):
+        raise ValueError(
+            f"devices: expected at most the {len(available)} available device(s), got {devices}"
+        )
+    if batch_size % devices:
+        raise ValueError(
+            f"batch_size: expected a multiple of devices={devices} for data parallelism, "
+            f"got {batch_size}"
+        )
+    auto = (jax.sharding.AxisType.Auto,)
+    mesh = jax.make_mesh((devices,), ("data",), auto, devices=available[:devices])
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def batch(b: Batch) -> Batch:
+        return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, split), b)
+
+    return _Sharding(
+        batch, lambda b: jax.device_put(b, split), lambda tree: jax.device_put(tree, whole)
+    )
 
 
 def _learning_rate(opt_state: Any) -> Array:

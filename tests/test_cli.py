@@ -97,6 +97,8 @@ def test_train_writes_metrics_and_summary(tmp_path, capsys):
         (["--hidden", "-3"], "argument --hidden: expected a positive integer, got -3"),
         (["--lr", "0"], "argument --lr: expected a positive number, got 0"),
         (["--resume"], "--resume: nothing to resume, no checkpoint in"),
+        (["--devices", "3"], "--devices: expected at most 1, got 3"),
+        (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
         (["--task", "adding-hs97", "--seq-len", "5"], "--seq-len: seq_len: expected"),
     ],
 )
@@ -107,9 +109,14 @@ def test_train_bad_flags_exit_with_one_line(tmp_path, capsys, flags, message):
     err = capsys.readouterr().err
     assert err.startswith("jaxrnn train: error: ") and err.count("\n") == 1
     assert message in err
-    if "invalid choice" in message:  # the valid choices are listed
-        valid = jaxrnn.tasks.NAMES if "task" in message else ("elman", "irnn", "lstm-chrono", "gru")
-        assert all(name in err for name in valid)
+    valid = {
+        "--task": jaxrnn.tasks.NAMES,
+        "--cell": ("elman", "irnn", "lstm-chrono", "gru"),
+        "--dtype": ("float32", "bfloat16"),
+    }
+    for flag, names in valid.items():
+        if f"{flag}: invalid choice" in message:  # the valid choices are listed
+            assert all(name in err for name in names)
 
 
 def test_train_with_an_unwritable_out_is_a_one_line_error(tmp_path):
