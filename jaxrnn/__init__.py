@@ -14,7 +14,9 @@ from jaxrnn._cell import Cell
 from jaxrnn._clip import clip_carry_grad
 from jaxrnn._elman import ElmanParams, ElmanSpec, elman
 from jaxrnn._gru import GRUParams, GRUSpec, gru
+from jaxrnn._linear import LinearSpec, LRUParams, MinGRUParams, MinLSTMParams, lru, mingru, minlstm
 from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec, lstm
+from jaxrnn._parallel import DEERInfo, DEEROptions, deer
 from jaxrnn._scan import scan
 from jaxrnn._stack import LayerParams, Stack, StackParams, concat, stack
 from jaxrnn._tbptt import TBPTT, TBPTTState, tbptt
@@ -24,14 +26,20 @@ __version__ = "0.1.0"
 __all__ = [
     "TBPTT",
     "Cell",
+    "DEERInfo",
+    "DEEROptions",
     "ElmanParams",
     "ElmanSpec",
     "GRUParams",
     "GRUSpec",
+    "LRUParams",
     "LSTMCarry",
     "LSTMParams",
     "LSTMSpec",
     "LayerParams",
+    "LinearSpec",
+    "MinGRUParams",
+    "MinLSTMParams",
     "Stack",
     "StackParams",
     "TBPTTState",
@@ -39,10 +47,14 @@ __all__ = [
     "checkpoint",
     "clip_carry_grad",
     "concat",
+    "deer",
     "diagnostics",
     "elman",
     "gru",
+    "lru",
     "lstm",
+    "mingru",
+    "minlstm",
     "plots",
     "reference",
     "scan",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +11,9 @@ import numpy as np
 
 from jaxrnn import _fused
 from jaxrnn._cell import Array, Carry, Cell, Params, Shape, check_positive_int
+
+if TYPE_CHECKING:
+    from jaxrnn._parallel import DEEROptions
 
 
 def scan(
@@ -26,6 +29,8 @@ def scan(
     truncate: int | None = None,
     checkpoint: int | None = None,
     backward: Literal["fused", "autodiff"] = "fused",
+    method: Literal["sequential", "associative", "deer", "quasi-deer"] = "sequential",
+    method_options: DEEROptions | None = None,
 ) -> tuple[Carry, Array]:
     """Run ``cell`` over the time axis of ``xs``.
 
@@ -81,6 +86,26 @@ def scan(
         Forward mode (``jax.jvp``, ``jax.jacfwd``, RTRL) needs
         ``backward="autodiff"``: JAX raises a ``TypeError`` for forward mode
         through a custom VJP.
+      method: how the T steps are computed; every method gives the same
+        carry, outputs and gradients (to rounding, or to the tolerance of
+        DEER), with ``lengths`` and ``reverse``. ``"sequential"`` (default):
+        one step after another, as above. ``"associative"``: for a cell whose
+        recurrence is linear in its carry (:func:`jaxrnn.mingru`,
+        :func:`jaxrnn.minlstm`, :func:`jaxrnn.lru`, any cell with a
+        :class:`jaxrnn.LinearSpec`), all steps at once by
+        :func:`jax.lax.associative_scan`, O(log T) sequential depth; a
+        ValueError for any other cell. ``"deer"``: any cell, by Newton
+        iterations on the whole trajectory; ``"quasi-deer"``: the same with
+        diagonal Jacobians. See :func:`jaxrnn.deer`, which also returns the
+        convergence information. ``truncate`` and ``checkpoint`` are for
+        ``"sequential"`` only, and ``unroll`` has no effect on the other
+        methods. Their gradients are autodiff for ``"associative"`` (with
+        either ``backward``) and implicit at the fixed point for DEER, which
+        supports first-order reverse mode only (``backward="autodiff"`` is
+        an error there).
+      method_options: a :class:`jaxrnn.DEEROptions` (tolerance, maximum
+        number of iterations, damping) for ``"deer"`` and ``"quasi-deer"``;
+        None for the defaults.
 
     Returns:
       ``(final_carry, ys)`` with ``ys`` of shape ``[T, *batch, O]`` (or
@@ -103,6 +128,13 @@ def scan(
 
       >>> loss = lambda p, xs: jaxrnn.scan(cell, p, xs, truncate=50, checkpoint=100)[1].sum()
       >>> grads = jax.grad(loss)(params, jnp.ones((1000, 2, 3)))
+
+      The same function, computed in parallel over time by Newton's method (DEER):
+
+      >>> _, ys_deer = jaxrnn.scan(cell, params, xs, lengths=jnp.array([10, 7, 1, 0]),
+      ...                          time_major=False, method="deer")
+      >>> bool(jnp.allclose(ys_deer, ys, atol=1e-4))
+      True
     """
     xs = check_xs(xs)
     batch_axis_count = xs.ndim - 2
@@ -118,6 +150,25 @@ def scan(
             check_positive_int(value, name)
     if backward not in ("fused", "autodiff"):
         raise ValueError(f"backward: expected 'fused' or 'autodiff', got {backward!r}")
+    if method != "sequential" or method_options is not None:
+        from jaxrnn import _parallel  # imports this module
+
+        final, ys = _parallel.parallel_scan(
+            method,
+            method_options,
+            cell,
+            params,
+            xs,
+            carry,
+            lengths,
+            reverse,
+            truncate=truncate,
+            checkpoint=checkpoint,
+            backward=backward,
+        )
+        if not time_major:
+            ys = jnp.moveaxis(ys, 0, batch_axis_count)
+        return final, ys
     if backward == "fused" and truncate is None and _fused.supports(cell, params, xs, carry):
         # The cell's own step checks its inputs; the fused path does not call it.
         jax.eval_shape(cell.step, params, carry, xs[0])
