@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jaxrnn
 import jaxrnn.interop
+import jaxrnn.nnx
 
 PUBLIC = {
     "Cell",
@@ -53,10 +54,18 @@ PUBLIC = {
 def test_public_names_are_pinned():
     assert set(jaxrnn.__all__) == PUBLIC
     assert set(jaxrnn.interop.__all__) == {"from_torch", "to_torch_state_dict"}
+    assert set(jaxrnn.nnx.__all__) == {"Elman", "GRU", "LSTM"}
 
 
 def test_every_public_callable_has_a_docstring_with_an_example():
-    modules = (jaxrnn, jaxrnn.interop, jaxrnn.tasks, jaxrnn.training, jaxrnn.diagnostics)
+    modules = (
+        jaxrnn,
+        jaxrnn.interop,
+        jaxrnn.nnx,
+        jaxrnn.tasks,
+        jaxrnn.training,
+        jaxrnn.diagnostics,
+    )
     for module in (*modules, jaxrnn.plots, jaxrnn.checkpoint):
         for name in module.__all__:
             obj = getattr(module, name)
