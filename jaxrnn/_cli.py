@@ -333,14 +333,7 @@ def train(args: argparse.Namespace) -> int:
     rnn = cell if args.layers == 1 else jaxrnn.stack(cell, num_layers=args.layers)
     compute_dtype = jnp.bfloat16 if args.dtype == "bfloat16" else None
     model = training.readout(rnn, task.output_size, compute_dtype=compute_dtype, **options)
-    tx = training.optimizer(
-        args.lr,
-        name=args.optimizer,
-        clip=args.clip,
-        clip_mode=args.clip_mode,
-        schedule=args.schedule,
-        steps=args.steps,
-    )
+    tx = _demo.optimizer_from_flags(args)
     extra = _carry_grad_metric(cell, task) if args.carry_grads else None
     print(
         f"training {args.cell} (H={args.hidden}, {args.layers} layer(s)) on {task.name} "

@@ -44,6 +44,18 @@ def _decay(
         return np.asarray(mean_carry_grad_norms(cell, params, task, batch))[::-1]
 
 
+def optimizer_from_flags(args: argparse.Namespace) -> Any:
+    """The optax chain the shared training flags (``--lr``, ``--optimizer``, …) describe."""
+    return training.optimizer(
+        args.lr,
+        name=args.optimizer,
+        clip=args.clip,
+        clip_mode=args.clip_mode,
+        schedule=args.schedule,
+        steps=args.steps,
+    )
+
+
 def _save(fig: Any, path: Any) -> str:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return str(path)
@@ -74,14 +86,7 @@ def demo(args: argparse.Namespace) -> int:
     for name, cell in models.items():
         model = training.readout(cell, task.output_size)
         params = model.init(k_init, task.input_size)
-        tx = training.optimizer(
-            args.lr,
-            name=args.optimizer,
-            clip=args.clip,
-            clip_mode=args.clip_mode,
-            schedule=args.schedule,
-            steps=args.steps,
-        )
+        tx = optimizer_from_flags(args)
         slug = name.split()[-1].lower()
         print(f"[{name}]")
         result = training.fit(

@@ -124,6 +124,17 @@ class MinGRUParams(NamedTuple):
     b_ih: Array | None
 
 
+def _input_layer(
+    key: PRNGKey, rows: int, input_size: int, dtype: Any, use_bias: bool
+) -> tuple[Array, Array | None]:
+    """``(w_ih [rows, I], b_ih [rows] or None)``, PyTorch's U(±1/√I) initialisation."""
+    check_positive_int(input_size, "input_size")
+    k_w, k_b = jax.random.split(key)
+    bound = inits.pytorch_bound(input_size)
+    w = inits.uniform(k_w, (rows, input_size), dtype, bound)
+    return w, inits.uniform(k_b, (rows,), dtype, bound) if use_bias else None
+
+
 def mingru(hidden_size: int, *, use_bias: bool = True) -> Cell:
     r"""The minGRU cell (Feng et al. 2024): a GRU whose gates see only the input, linear in h.
 
@@ -163,13 +174,7 @@ def mingru(hidden_size: int, *, use_bias: bool = True) -> Cell:
     hsize = hidden_size
 
     def init(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> MinGRUParams:
-        check_positive_int(input_size, "input_size")
-        k_w, k_b = jax.random.split(key)
-        bound = inits.pytorch_bound(input_size)
-        return MinGRUParams(
-            w_ih=inits.uniform(k_w, (2 * hsize, input_size), dtype, bound),
-            b_ih=inits.uniform(k_b, (2 * hsize,), dtype, bound) if use_bias else None,
-        )
+        return MinGRUParams(*_input_layer(key, 2 * hsize, input_size, dtype, use_bias))
 
     def initial_carry(batch_shape: Shape = (), dtype: Any = jnp.float32) -> Array:
         return jnp.zeros((*batch_shape, hsize), carry_dtype(dtype))
@@ -243,13 +248,7 @@ def minlstm(hidden_size: int, *, use_bias: bool = True) -> Cell:
     hsize = hidden_size
 
     def init(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> MinLSTMParams:
-        check_positive_int(input_size, "input_size")
-        k_w, k_b = jax.random.split(key)
-        bound = inits.pytorch_bound(input_size)
-        return MinLSTMParams(
-            w_ih=inits.uniform(k_w, (3 * hsize, input_size), dtype, bound),
-            b_ih=inits.uniform(k_b, (3 * hsize,), dtype, bound) if use_bias else None,
-        )
+        return MinLSTMParams(*_input_layer(key, 3 * hsize, input_size, dtype, use_bias))
 
     def initial_carry(batch_shape: Shape = (), dtype: Any = jnp.float32) -> Array:
         return jnp.zeros((*batch_shape, hsize), carry_dtype(dtype))
