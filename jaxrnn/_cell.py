@@ -127,6 +127,27 @@ def linear(x: Array, w: Array, b: Array | None) -> Array:
     return y
 
 
+def scan_in_chunks(
+    run: Callable[[Carry, Any], tuple[Carry, Array]],
+    carry: Carry,
+    inputs: Any,
+    size: int,
+    reverse: bool,
+    num_steps: int,
+) -> tuple[Carry, Array]:
+    """Checkpointing through time: ``run`` over chunks of ``size`` steps, each rematerialised.
+
+    ``inputs`` are time-major with a multiple of ``size`` steps (padded and
+    masked by the caller); ``run(carry, chunk) -> (carry, ys)`` scans one
+    chunk. Only each chunk's first carry is kept for the backward pass, which
+    recomputes the chunk. Returns the final carry and the first ``num_steps``
+    outputs.
+    """
+    chunks = jax.tree.map(lambda a: a.reshape(-1, size, *a.shape[1:]), inputs)
+    final, ys = jax.lax.scan(jax.checkpoint(run, prevent_cse=False), carry, chunks, reverse=reverse)
+    return final, ys.reshape(-1, *ys.shape[2:])[:num_steps]
+
+
 def check_step_input(x: Array, w_ih: Array) -> None:
     """Check that ``x`` is a floating array whose last axis is the input size of ``w_ih``."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Array, Carry, Cell, activation_derivative
+from jaxrnn._cell import Array, Carry, Cell, activation_derivative, scan_in_chunks
 from jaxrnn._elman import ElmanParams, ElmanSpec
 from jaxrnn._gru import GRUParams, GRUSpec
 from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec
@@ -201,15 +201,11 @@ def _chunked(
         rows = jnp.concatenate([rows, jnp.zeros((pad, *rows.shape[1:]), rows.dtype)])
         valid = jnp.concatenate([valid, jnp.zeros((pad, *valid.shape[1:]), bool)])
 
-    def chunks(a: Array | None) -> Any:
-        return None if a is None else a.reshape(-1, size, *a.shape[1:])
-
-    @functools.partial(jax.checkpoint, prevent_cse=False)
     def run_chunk(carry: Any, chunk: Any) -> Any:
-        return _core(spec, reverse, unroll, params, *chunk[:1], carry, chunk[1])
+        rows_c, valid_c = chunk
+        return _core(spec, reverse, unroll, params, rows_c, carry, valid_c)
 
-    final, hs = jax.lax.scan(run_chunk, carry, (chunks(rows), chunks(valid)), reverse=reverse)
-    return final, hs.reshape(-1, *hs.shape[2:])[:num_steps]
+    return scan_in_chunks(run_chunk, carry, (rows, valid), size, reverse, num_steps)
 
 
 def _rules(spec: Any) -> _Rules:

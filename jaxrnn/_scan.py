@@ -10,7 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import _fused
-from jaxrnn._cell import Array, Carry, Cell, Params, Shape, check_positive_int
+from jaxrnn._cell import (
+    Array,
+    Carry,
+    Cell,
+    Params,
+    Shape,
+    check_positive_int,
+    scan_in_chunks,
+)
 
 if TYPE_CHECKING:
     from jaxrnn._parallel import DEEROptions
@@ -190,13 +198,10 @@ def scan(
             final, ys = jax.lax.scan(body, carry, inputs, reverse=reverse, unroll=unroll)
         else:
 
-            @functools.partial(jax.checkpoint, prevent_cse=False)
             def run_chunk(carry: Carry, chunk: Any) -> tuple[Carry, Array]:
                 return jax.lax.scan(body, carry, chunk, reverse=reverse, unroll=unroll)
 
-            chunks = jax.tree.map(lambda a: a.reshape(-1, checkpoint, *a.shape[1:]), inputs)
-            final, ys = jax.lax.scan(run_chunk, carry, chunks, reverse=reverse)
-            ys = ys.reshape(-1, *ys.shape[2:])[:num_steps]
+            final, ys = scan_in_chunks(run_chunk, carry, inputs, checkpoint, reverse, num_steps)
     except (ValueError, TypeError) as e:
         e.add_note(f"(raised by cell.step on one time step of xs, of shape {xs.shape[1:]})")
         raise
