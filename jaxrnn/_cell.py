@@ -121,7 +121,12 @@ def linear(x: Array, w: Array, b: Array | None) -> Array:
     accumulates in at least float32, which is also the dtype of the result.
     """
     acc = jnp.promote_types(w.dtype, jnp.float32)
-    y = jnp.matmul(x.astype(w.dtype), w.T, preferred_element_type=acc)
+    # A dot_general contracting both minor dims, not ``x @ w.T``: XLA:CPU then keeps
+    # ``w`` in place instead of copying it transposed on every call (a 2x slower step
+    # at batch 1).
+    y = jax.lax.dot_general(
+        x.astype(w.dtype), w, (((1,), (1,)), ((), ())), preferred_element_type=acc
+    )
     if b is not None:
         y = y + b.astype(acc)[None, :]
     return y

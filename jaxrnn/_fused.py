@@ -19,57 +19,74 @@ import jax.numpy as jnp
 from jaxrnn._cell import Array, Carry, Cell, activation_derivative, scan_in_chunks
 from jaxrnn._elman import ElmanParams, ElmanSpec
 from jaxrnn._gru import GRUParams, GRUSpec
-from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec
+from jaxrnn._lstm import LSTMCarry, LSTMSpec
 
 
 class _Rules(NamedTuple):
     """One cell's fused forward and backward step.
 
-    ``project(params, xs)``: the input slab of every step, biases folded in.
-    ``forward(params, carry, xp_t) -> (carry, y, saved)``: ``saved[0]`` is h_{t-1}.
-    ``backward(params, saved, dcarry, dy) -> (dcarry_in, dxp, drec)``: the
+    ``project(params, xs)``: the input slab of every step (one matmul, no bias).
+    ``prepare(params)``: what the steps read, made once outside the time loop:
+    the recurrent matrix transposed to ``[H, G·H]`` (so that the per-step
+    product needs no transposition) and the bias rows, added inside the loop's
+    elementwise pass rather than in a separate pass over the ``[T, N, G·H]`` slab.
+    ``forward(prep, carry, xp_t) -> (carry, y, saved)``: ``saved[0]`` is h_{t-1}.
+    ``backward(prep, saved, dcarry, dy) -> (dcarry_in, dxp, drec)``: the
     gradients of the input slab and of the recurrent slab ``h_{t-1} W_hh^T + b_hh``;
     ``drec`` is None where the two are the same array (Elman, LSTM).
     """
 
     project: Callable[..., Array]
+    prepare: Callable[..., Any]
     forward: Callable[..., tuple[Any, Array, tuple[Array, ...]]]
     backward: Callable[..., tuple[Any, Array, Array]]
 
 
+class _Prepared(NamedTuple):
+    w_hh: Array  # [G·H, H], for the backward product dz @ W_hh
+    w_hh_t: Array  # [H, G·H], for the forward product h @ W_hh^T
+    bias: Array | int  # [1, G·H] row added to every step's pre-activations, or 0
+    extra: Any = None  # a cell's own additions (the GRU's recurrent bias)
+
+
 def _bias_row(*biases: Array | None) -> Array | int:
     present = [b for b in biases if b is not None]
-    return sum(b[None, None, :] for b in present) if present else 0
+    return sum(b[None, :] for b in present) if present else 0
 
 
-def _lstm_project(p: LSTMParams, xs: Array) -> Array:
-    return jnp.einsum("tni,gi->tng", xs, p.w_ih) + _bias_row(p.b_ih, p.b_hh)
+def _project(p: Any, xs: Array) -> Array:
+    return jnp.einsum("tni,gi->tng", xs, p.w_ih)
 
 
-def _lstm_forward(p: LSTMParams, carry: LSTMCarry, xp: Array) -> Any:
+def _prepare(p: Any, *biases: Array | None) -> _Prepared:
+    return _Prepared(p.w_hh, p.w_hh.T, _bias_row(*biases))
+
+
+def _lstm_forward(prep: _Prepared, carry: LSTMCarry, xp: Array) -> Any:
     h, c = carry
     hidden = c.shape[-1]
-    # One sigmoid over the whole [i, f, g, o] slab: tanh(z) = 2·sigmoid(2z) − 1 for the
-    # g block, so the slab of activated gates comes out of a single elementwise pass.
-    scale = _g_block(hidden, 2.0, 1.0, c.dtype)
-    gates = scale * jax.nn.sigmoid(scale * (xp + h @ p.w_hh.T)) - (scale - 1)
+    # One tanh over the whole [i, f, g, o] slab: σ(z) = (1 + tanh(z/2))/2 on the i, f, o
+    # blocks, tanh on the g block, so the activated gates come out of one elementwise
+    # pass (tanh is cheaper than the logistic function on XLA:CPU).
+    scale, offset = _g_block(hidden, 1.0, 0.5, c.dtype), _g_block(hidden, 0.0, 0.5, c.dtype)
+    gates = scale * jnp.tanh(scale * (xp + h @ prep.w_hh_t + prep.bias)) + offset
     i, f, g, o = (gates[:, k * hidden : (k + 1) * hidden] for k in range(4))
     c_new = f * c + i * g
-    h_new = o * jnp.tanh(c_new)
-    return LSTMCarry(h_new, c_new), h_new, (h, c, gates)
+    tanh_c = jnp.tanh(c_new)
+    h_new = o * tanh_c
+    return LSTMCarry(h_new, c_new), h_new, (h, c, gates, tanh_c)
 
 
-def _lstm_backward(p: LSTMParams, saved: Any, dcarry: LSTMCarry, dy: Array) -> Any:
-    _, c, gates = saved
+def _lstm_backward(prep: _Prepared, saved: Any, dcarry: LSTMCarry, dy: Array) -> Any:
+    _, c, gates, tanh_c = saved
     hidden = c.shape[-1]
     i, f, g, o = (gates[:, k * hidden : (k + 1) * hidden] for k in range(4))
-    tanh_c = jnp.tanh(f * c + i * g)  # recomputed: cheaper than saving it
     dh = dcarry.h + dy
     dc = dcarry.c + dh * o * (1 - tanh_c**2)
     dgates = jnp.concatenate([dc * g, dc * c, dc * i, dh * tanh_c], axis=-1)
     # σ' = a(1 − a) on the sigmoid blocks, tanh' = (1 − a)(1 + a) on the g block.
     dz = dgates * (1 - gates) * (gates + _g_block(hidden, 1.0, 0.0, c.dtype))
-    return LSTMCarry(dz @ p.w_hh, dc * f), dz, None
+    return LSTMCarry(dz @ prep.w_hh, dc * f), dz, None
 
 
 def _g_block(hidden: int, inside: float, outside: float, dtype: Any) -> Array:
@@ -78,52 +95,60 @@ def _g_block(hidden: int, inside: float, outside: float, dtype: Any) -> Array:
     return row.at[:, 2 * hidden : 3 * hidden].set(inside)
 
 
-def _gru_project(p: GRUParams, xs: Array) -> Array:
-    return jnp.einsum("tni,gi->tng", xs, p.w_ih) + _bias_row(p.b_ih)
+def _gru_prepare(p: GRUParams) -> _Prepared:
+    hidden = p.w_hh.shape[1]
+    if p.b_hh is None:
+        return _Prepared(p.w_hh, p.w_hh.T, _bias_row(p.b_ih), 0)
+    # b_hh of the r and z blocks joins b_ih; the n block's stays inside r ⊙ (W_hn h + b_hn).
+    zeros = jnp.zeros((hidden,), p.b_hh.dtype)
+    b_rz = jnp.concatenate([p.b_hh[: 2 * hidden], zeros])[None, :]
+    b_n = jnp.concatenate([zeros, zeros, p.b_hh[2 * hidden :]])[None, :]
+    return _Prepared(p.w_hh, p.w_hh.T, _bias_row(p.b_ih) + b_rz, b_n)
 
 
-def _gru_forward(p: GRUParams, h: Array, xp: Array) -> Any:
+def _gru_forward(prep: _Prepared, h: Array, xp: Array) -> Any:
     hidden = h.shape[-1]
-    gh = h @ p.w_hh.T + (0 if p.b_hh is None else p.b_hh[None, :])
-    rz = jax.nn.sigmoid(xp[:, : 2 * hidden] + gh[:, : 2 * hidden])
+    gh = h @ prep.w_hh_t + prep.extra
+    xb = xp + prep.bias
+    rz = jax.nn.sigmoid(xb[:, : 2 * hidden] + gh[:, : 2 * hidden])
     r, z = rz[:, :hidden], rz[:, hidden:]
     gh_n = gh[:, 2 * hidden :]
-    n = jnp.tanh(xp[:, 2 * hidden :] + r * gh_n)
+    n = jnp.tanh(xb[:, 2 * hidden :] + r * gh_n)
     h_new = n + z * (h - n)
     return h_new, h_new, (h, r, z, n, gh_n)
 
 
-def _gru_backward(p: GRUParams, saved: Any, dh_out: Array, dy: Array) -> Any:
+def _gru_backward(prep: _Prepared, saved: Any, dh_out: Array, dy: Array) -> Any:
     h, r, z, n, gh_n = saved
     dh = dh_out + dy
     dn = dh * (1 - z) * (1 - n**2)
     dz = dh * (h - n) * z * (1 - z)
     dr = dn * gh_n * r * (1 - r)
     drec = jnp.concatenate([dr, dz, r * dn], axis=-1)
-    return dh * z + drec @ p.w_hh, jnp.concatenate([dr, dz, dn], axis=-1), drec
+    return dh * z + drec @ prep.w_hh, jnp.concatenate([dr, dz, dn], axis=-1), drec
 
 
 def _elman_rules(spec: ElmanSpec) -> _Rules:
     act = spec.activation
 
-    def project(p: ElmanParams, xs: Array) -> Array:
-        return jnp.einsum("tni,gi->tng", xs, p.w_ih) + _bias_row(p.b_ih, p.b_hh)
+    def prepare(p: ElmanParams) -> _Prepared:
+        return _prepare(p, p.b_ih, p.b_hh)
 
-    def forward(p: ElmanParams, h: Array, xp: Array) -> Any:
-        a = xp + h @ p.w_hh.T
+    def forward(prep: _Prepared, h: Array, xp: Array) -> Any:
+        a = xp + h @ prep.w_hh_t + prep.bias
         h_new = act(a)
         return h_new, h_new, (h, a, h_new)
 
-    def backward(p: ElmanParams, saved: Any, dh_out: Array, dy: Array) -> Any:
+    def backward(prep: _Prepared, saved: Any, dh_out: Array, dy: Array) -> Any:
         _, a, h_new = saved
         da = (dh_out + dy) * activation_derivative(act, a, h_new)
-        return da @ p.w_hh, da, None
+        return da @ prep.w_hh, da, None
 
-    return _Rules(project, forward, backward)
+    return _Rules(_project, prepare, forward, backward)
 
 
-_LSTM = _Rules(_lstm_project, _lstm_forward, _lstm_backward)
-_GRU = _Rules(_gru_project, _gru_forward, _gru_backward)
+_LSTM = _Rules(_project, lambda p: _prepare(p, p.b_ih, p.b_hh), _lstm_forward, _lstm_backward)
+_GRU = _Rules(_project, _gru_prepare, _gru_forward, _gru_backward)
 
 
 def supports(cell: Cell, params: Any, xs: Array, carry: Carry) -> bool:
@@ -176,7 +201,8 @@ def fused_scan(
     ys = hs
     if isinstance(spec, ElmanSpec) and spec.output_activation is not None:
         ys = spec.output_activation(
-            jnp.einsum("tnh,oh->tno", hs, params.w_hy) + _bias_row(params.b_y)
+            jnp.einsum("tnh,oh->tno", hs, params.w_hy)
+            + (0 if params.b_y is None else params.b_y[None, None, :])
         )
         if valid is not None:
             ys = jnp.where(valid[..., None], ys, 0)
@@ -227,9 +253,11 @@ def _forward(
 ) -> Any:
     rules = _rules(spec)
 
+    prep = rules.prepare(params)
+
     def body(carry: Any, inputs: Any) -> Any:
         xp, v = inputs
-        new, y, saved = rules.forward(params, carry, xp)
+        new, y, saved = rules.forward(prep, carry, xp)
         return _where(v, new, carry), (_where(v, y, jnp.zeros_like(y)), saved)
 
     final, (ys, saved) = jax.lax.scan(
@@ -257,10 +285,11 @@ def _core_bwd(spec: Any, reverse: bool, unroll: Any, residuals: Any, cotangents:
     params, xs, valid, saved = residuals
     dfinal, dys = cotangents
     rules = _rules(spec)
+    prep = rules.prepare(params)
 
     def body(dcarry: Any, inputs: Any) -> Any:
         saved_t, dy, v = inputs
-        dcarry_in, dxp, drec = rules.backward(params, saved_t, dcarry, dy)
+        dcarry_in, dxp, drec = rules.backward(prep, saved_t, dcarry, dy)
         masked = _where(v, (dxp, drec), jax.tree.map(jnp.zeros_like, (dxp, drec)))
         return _where(v, dcarry_in, dcarry), masked
 

@@ -1,0 +1,459 @@
+"""jaxrnn against PyTorch, Flax (linen and NNX) and Equinox: one recurrent layer, timed.
+
+For every cell (LSTM, GRU, Elman) and size of the grid, three measurements:
+
+* ``train``: the gradient of sum(ys) with respect to the layer's parameters,
+  forward and backward through all T steps;
+* ``infer``: the forward pass, every step's output;
+* ``step``: one cell step at B=1 (latency, dispatch included).
+
+Each library runs in a worker process of its own (``_libraries.py``). At each
+grid point every worker builds and compiles its computation (the first call's
+time is reported apart as compile time), runs once more to warm up, and then
+the workers take turns, one timed call each per round, so that a change in
+the machine's load hits all of them alike. The report gives medians, the
+speed ratio of jaxrnn against each peer (peer time / jaxrnn time: above 1
+means jaxrnn is faster), jaxrnn's achieved GFLOP/s against the float32 matmul
+peak measured at the start, and checks the targets of the benchmarks issue.
+
+Usage::
+
+    python benchmarks/peers.py                # the full grid (about an hour on 2 cores)
+    python benchmarks/peers.py --quick        # a few sizes, a few minutes
+    python benchmarks/peers.py --render       # rewrite the report from the JSON
+
+The same command runs on a GPU, where the PyTorch peer runs cuDNN and
+``jax.experimental.rnn`` (cuDNN LSTM in JAX) joins as the peer ``jax-cudnn``.
+Results: ``benchmarks/results/peers[_quick].{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _machine import git_state, machine_info
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+LIBRARIES = ("jaxrnn", "torch", "flax", "nnx", "equinox", "jax-cudnn")
+PEERS = LIBRARIES[1:]
+CELLS = ("lstm", "gru", "elman")
+GATES = {"lstm": 4, "gru": 3, "elman": 1}
+
+
+def input_size(hidden: int) -> int:
+    """The grid's input size: 64 for the small layers, I = H from H = 256 on."""
+    return 64 if hidden <= 128 else hidden
+
+
+def grid(quick: bool) -> list[dict[str, Any]]:
+    """The measurements, in the order they run."""
+    if quick:
+        sizes = [(100, 1, 64), (100, 32, 128), (100, 64, 512)]
+        step_hidden = [128]
+    else:
+        sizes = [(t, b, h) for t in (100, 1000) for b in (1, 32, 64) for h in (64, 128, 256, 512)]
+        step_hidden = [64, 128, 256, 512]
+    points = []
+    for cell in CELLS:
+        for mode in ("train", "infer"):
+            for t, b, h in sizes:
+                points.append(
+                    {"cell": cell, "mode": mode, "T": t, "B": b, "I": input_size(h), "H": h}
+                )
+        for h in step_hidden:
+            points.append(
+                {"cell": cell, "mode": "step", "T": 1, "B": 1, "I": input_size(h), "H": h}
+            )
+    return points
+
+
+def flops(p: dict[str, Any]) -> float:
+    """Matmul FLOPs of a measurement: 2·B·(I+H)·G·H per step forward, three times that to train."""
+    forward = 2 * p["T"] * p["B"] * (p["I"] + p["H"]) * GATES[p["cell"]] * p["H"]
+    return 3 * forward if p["mode"] == "train" else forward
+
+
+class Worker:
+    """A library's worker process, spoken to in JSON lines.
+
+    ``source``: a directory holding another revision's ``jaxrnn`` package, put
+    first on the worker's path (the ``--baseline`` comparison).
+    """
+
+    def __init__(self, library: str, source: Path | None = None) -> None:
+        self.library = library
+        env = dict(os.environ)
+        if source is not None:
+            env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "_libraries.py"), library.split("@")[0]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def ask(self, **request: Any) -> dict[str, Any]:
+        """Send one request and return the answer."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            return {"error": f"the {self.library} worker exited"}
+        return json.loads(line)
+
+    def close(self) -> None:
+        """Close the worker's input and wait for it to exit."""
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def measure(workers: dict[str, Worker], point: dict[str, Any], repeats: int) -> dict[str, Any]:
+    """Set the point up in every worker, then time it round-robin."""
+    record: dict[str, Any] = {**point, "flops": flops(point), "libraries": {}}
+    active = {}
+    for name, worker in workers.items():
+        answer = worker.ask(op="setup", **point)
+        record["libraries"][name] = answer
+        if "first_s" in answer:
+            active[name] = worker
+    if not active:
+        return record
+    slowest = max(record["libraries"][n]["second_s"] for n in active)
+    if point["mode"] == "step":  # microseconds: many calls per turn
+        calls, rounds = max(1, min(200, int(0.02 / max(slowest, 1e-6)))), 10
+    else:
+        calls, rounds = 1, repeats if slowest < 1.0 else max(3, repeats // 2)
+    times: dict[str, list[float]] = {name: [] for name in active}
+    for _ in range(rounds):
+        for name, worker in active.items():
+            answer = worker.ask(op="time", n=calls)
+            if "times" not in answer:
+                record["libraries"][name] = answer
+                times.pop(name, None)
+                break
+            times[name].extend(answer["times"])
+    for name, values in times.items():
+        if values:
+            record["libraries"][name]["median_s"] = statistics.median(values)
+            record["libraries"][name]["calls"] = len(values)
+    return record
+
+
+def median_of(record: dict[str, Any], library: str) -> float | None:
+    """A library's median seconds at one point, or None where it was not measured."""
+    return record["libraries"].get(library, {}).get("median_s")
+
+
+def ratio(record: dict[str, Any], peer: str) -> float | None:
+    """Peer time / jaxrnn time at one point (above 1: jaxrnn is faster)."""
+    ours, theirs = median_of(record, "jaxrnn"), median_of(record, peer)
+    return None if ours is None or theirs is None else theirs / ours
+
+
+def geomean(values: list[float]) -> float | None:
+    """The geometric mean, or None for no values."""
+    return math.exp(statistics.fmean(map(math.log, values))) if values else None
+
+
+def ratios(results: list[dict[str, Any]], cell: str, mode: str, peer: str) -> list[float]:
+    """The ratios against ``peer`` at every point of one cell and mode where both ran."""
+    rows = [r for r in results if r["cell"] == cell and r["mode"] == mode]
+    return [x for r in rows if (x := ratio(r, peer)) is not None]
+
+
+def targets(payload: dict[str, Any]) -> list[str]:
+    """The issue's targets, each with its measured value and verdict."""
+    results, peak = payload["results"], payload["peak"]["gflops"]
+    lines = []
+
+    def verdict(ok: bool) -> str:
+        return "**met**" if ok else "**NOT met**"
+
+    torch_lstm = ratios(results, "lstm", "train", "torch")
+    if torch_lstm:
+        worst, mean = min(torch_lstm), geomean(torch_lstm)
+        assert mean is not None
+        lines.append(
+            f"- LSTM train vs PyTorch at every point ≥ 1.0×: worst {worst:.2f}× "
+            f"({sum(x >= 1 for x in torch_lstm)}/{len(torch_lstm)} points) — {verdict(worst >= 1)}"
+        )
+        lines.append(
+            f"- LSTM train vs PyTorch geometric mean ≥ 1.3×: {mean:.2f}× — {verdict(mean >= 1.3)}"
+        )
+    flax_lstm = geomean(ratios(results, "lstm", "train", "flax"))
+    if flax_lstm is not None:
+        lines.append(
+            f"- LSTM train vs Flax OptimizedLSTMCell geometric mean ≥ 2×: {flax_lstm:.2f}× "
+            f"— {verdict(flax_lstm >= 2)}"
+        )
+    train_lstm = [r for r in results if r["cell"] == "lstm" and r["mode"] == "train"]
+    timed = [r for r in train_lstm if median_of(r, "jaxrnn") is not None]
+    if timed:
+        largest = max(timed, key=lambda r: r["flops"])
+        rate = largest["flops"] / median_of(largest, "jaxrnn") / 1e9
+        lines.append(
+            f"- LSTM train at the largest size (T={largest['T']}, B={largest['B']}, "
+            f"H={largest['H']}) ≥ 60% of the matmul peak: {rate:.0f} GFLOP/s = "
+            f"{100 * rate / peak:.0f}% of {peak:.0f} — {verdict(rate >= 0.6 * peak)}"
+        )
+    for cell in ("gru", "elman"):
+        for peer in PEERS:
+            mean = geomean(ratios(results, cell, "train", peer))
+            if mean is not None:
+                lines.append(
+                    f"- {cell.upper() if cell == 'gru' else 'Elman'} train ahead of {peer} "
+                    f"(geometric mean > 1): {mean:.2f}× — {verdict(mean > 1)}"
+                )
+    return lines
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    """The report: machine, targets, geometric means, every measurement."""
+    m, results = payload["machine"], payload["results"]
+    peers = [p for p in payload["libraries"] if p != "jaxrnn"]
+    peak = payload["peak"]["gflops"]
+    out = [
+        "# jaxrnn against its peers: one recurrent layer",
+        "",
+        f"Generated by `python benchmarks/peers.py{' --quick' if payload['quick'] else ''}` "
+        f"on {payload['date']} ({payload['elapsed_min']:.0f} min), commit "
+        f"`{(payload['git']['commit'] or 'unknown')[:12]}`.",
+        "",
+        f"Machine: {m['cpu_model']}, {m['cpu_count']} CPUs, {m['mem_total_gib']} GiB, "
+        f"Python {m['python']}, {m['platform']}.",
+        f"Float32 matmul peak measured with JAX: **{peak:.0f} GFLOP/s** "
+        f"(n = {payload['peak'].get('n')}).",
+        "",
+        "| library | version | device |",
+        "|---|---|---|",
+    ]
+    for name, info in payload["libraries"].items():
+        out.append(f"| {name} | {info.get('version')} | {info.get('device')} |")
+    out += [
+        "",
+        "Float32; each library in its own process; medians of round-robin timed calls "
+        "after a compile call and a warm-up call. `train`: gradient of sum(ys) w.r.t. the "
+        "parameters; `infer`: forward, all outputs; `step`: one cell step at B=1. "
+        "Ratios are peer time / jaxrnn time: **above 1 means jaxrnn is faster**. "
+        "I = 64 for H ≤ 128, I = H above.",
+        "",
+        "## Targets",
+        "",
+        *targets(payload),
+        "",
+        "## Geometric means of the ratios",
+        "",
+        "| cell | mode | " + " | ".join(f"vs {p}" for p in peers) + " |",
+        "|---|---|" + "---|" * len(peers),
+    ]
+    for cell in CELLS:
+        for mode in ("train", "infer", "step"):
+            cells = []
+            for peer in peers:
+                mean = geomean(ratios(results, cell, mode, peer))
+                cells.append("—" if mean is None else f"{mean:.2f}×")
+            out.append(f"| {cell} | {mode} | " + " | ".join(cells) + " |")
+    for mode, unit, scale in (("train", "ms", 1e3), ("infer", "ms", 1e3), ("step", "µs", 1e6)):
+        out += ["", f"## {mode}", ""]
+        head = "| cell | T | B | I | H | jaxrnn " + unit + " | GFLOP/s (% peak) |"
+        head += "".join(f" {p} {unit} | ×{p} |" for p in peers)
+        out += [head, "|" + "---|" * (7 + 2 * len(peers))]
+        for r in (r for r in results if r["mode"] == mode):
+            ours = median_of(r, "jaxrnn")
+            row = f"| {r['cell']} | {r['T']} | {r['B']} | {r['I']} | {r['H']} | "
+            if ours is None:
+                row += f"{describe(r['libraries'].get('jaxrnn', {}))} | — |"
+            else:
+                rate = r["flops"] / ours / 1e9
+                row += f"{scale * ours:.3g} | {rate:.1f} ({100 * rate / peak:.0f}%) |"
+            for peer in peers:
+                theirs, x = median_of(r, peer), ratio(r, peer)
+                shown = (
+                    describe(r["libraries"].get(peer, {}))
+                    if theirs is None
+                    else f"{scale * theirs:.3g}"
+                )
+                row += f" {shown} | {'—' if x is None else f'{x:.2f}'} |"
+            out.append(row)
+    out += ["", "## Compile time (first call, seconds): median and max over the grid", ""]
+    out += ["| library | " + " | ".join(("train", "infer", "step")) + " |", "|---|---|---|---|"]
+    for name in payload["libraries"]:
+        cells = []
+        for mode in ("train", "infer", "step"):
+            firsts = [
+                r["libraries"][name]["first_s"]
+                for r in results
+                if r["mode"] == mode and "first_s" in r["libraries"].get(name, {})
+            ]
+            cells.append(f"{statistics.median(firsts):.2f} / {max(firsts):.2f}" if firsts else "—")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    missing = sorted(
+        {
+            f"{name}: {info.get('missing') or info.get('error')}"
+            for r in results
+            for name, info in r["libraries"].items()
+            if "median_s" not in info
+        }
+    )
+    if missing:
+        out += ["", "Not measured:", "", *(f"- {line}" for line in missing)]
+    return "\n".join(out) + "\n"
+
+
+def describe(info: dict[str, Any]) -> str:
+    """What stands in a table cell for a library that was not timed."""
+    return "n/a" if "missing" in info else "error" if "error" in info else "—"
+
+
+def plot(payload: dict[str, Any], path: Path) -> None:
+    """Ratios against every peer, one panel per cell and mode, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = payload["results"]
+    peers = [p for p in payload["libraries"] if p != "jaxrnn"]
+    modes = ("train", "infer")
+    fig, axes = plt.subplots(len(CELLS), len(modes), figsize=(12, 9), squeeze=False)
+    for row, cell in enumerate(CELLS):
+        for col, mode in enumerate(modes):
+            ax = axes[row][col]
+            rows = [r for r in results if r["cell"] == cell and r["mode"] == mode]
+            labels = [f"{r['T']}/{r['B']}/{r['H']}" for r in rows]
+            for peer in peers:
+                ys = [ratio(r, peer) for r in rows]
+                if any(y is not None for y in ys):
+                    ax.plot(
+                        range(len(rows)),
+                        [math.nan if y is None else y for y in ys],
+                        "o-",
+                        label=peer,
+                        ms=3,
+                    )
+            ax.axhline(1.0, color="black", lw=0.8)
+            ax.set_yscale("log")
+            ax.set_title(f"{cell} {mode}: peer time / jaxrnn time")
+            ax.set_xticks(range(len(rows)), labels, rotation=90, fontsize=6)
+            if row == len(CELLS) - 1:
+                ax.set_xlabel("T / B / H")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"jaxrnn vs peers ({payload['machine']['cpu_model']}); above 1: jaxrnn faster")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write(payload: dict[str, Any], stem: str) -> None:
+    """Write the JSON and the markdown report."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (RESULTS / f"{stem}.md").write_text(markdown(payload))
+
+
+def baseline_source(revision: str) -> tuple[str, Path]:
+    """Export ``jaxrnn/`` of a git revision to a temporary directory; its name and the path."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", revision],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    target = Path(tempfile.mkdtemp(prefix=f"jaxrnn-{commit}-"))
+    archive = subprocess.run(
+        ["git", "archive", commit, "jaxrnn"], cwd=HERE.parent, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    return f"jaxrnn@{commit}", target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the grid, or rerender the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few sizes, a few minutes")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per library and size")
+    parser.add_argument("--libraries", default=",".join(LIBRARIES), help="comma-separated subset")
+    parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated subset")
+    parser.add_argument("--render", action="store_true", help="rewrite md and png from the JSON")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also time jaxrnn as of this git revision (what a change bought), as a peer",
+    )
+    args = parser.parse_args(argv)
+    stem = "peers_quick" if args.quick else "peers"
+    if args.render:
+        saved = json.loads((RESULTS / f"{stem}.json").read_text())
+        write(saved, stem)
+        plot(saved, RESULTS / f"{stem}.png")
+        return 0
+    started = time.perf_counter()
+    workers, libraries = {}, {}
+    names: list[tuple[str, Path | None]] = [(n, None) for n in args.libraries.split(",")]
+    if args.baseline:
+        names.insert(1, baseline_source(args.baseline))
+    for name, source in names:
+        worker = Worker(name, source)
+        info = worker.ask(op="info")
+        if "error" in info:  # not installed here: left out of the run
+            print(f"{name}: left out ({info['error']})", flush=True)
+            worker.close()
+            continue
+        if name == "jax-cudnn" and not info["device"].startswith("gpu"):
+            print(f"{name}: left out (needs a GPU; device {info['device']})", flush=True)
+            worker.close()
+            continue
+        workers[name], libraries[name] = worker, info
+        print(f"{name} {info['version']} on {info['device']}", flush=True)
+    payload: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "quick": args.quick,
+        "machine": machine_info(),
+        "git": git_state(),
+        "libraries": libraries,
+        "peak": workers["jaxrnn"].ask(op="peak"),
+        "results": [],
+    }
+    print(f"matmul peak: {payload['peak']['gflops']:.0f} GFLOP/s", flush=True)
+    cells = args.cells.split(",")
+    try:
+        for point in (p for p in grid(args.quick) if p["cell"] in cells):
+            record = measure(workers, point, args.repeats)
+            payload["results"].append(record)
+            payload["elapsed_min"] = (time.perf_counter() - started) / 60
+            write(payload, stem)  # after every point: an interrupted run keeps its results
+            shown = ", ".join(
+                f"{name} {1e3 * info['median_s']:.3g} ms"
+                for name, info in record["libraries"].items()
+                if "median_s" in info
+            )
+            where = f"T={point['T']} B={point['B']} H={point['H']}"
+            print(f"{point['cell']} {point['mode']} {where}: {shown}", flush=True)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    plot(payload, RESULTS / f"{stem}.png")
+    print(markdown(payload))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
