@@ -5,6 +5,7 @@ Usage::
     python3 dev.py demo [ARGS...]   # install jaxrnn[plots], then run `jaxrnn demo ARGS...`
     python3 dev.py test [ARGS...]   # lint + `pytest -n 2`; with ARGS: only `pytest -n 2 ARGS`
     python3 dev.py lint             # ruff check, ruff format --check, mypy
+    python3 dev.py bench [ARGS...]  # install the peers, then `benchmarks/peers.py ARGS...`
 
 A virtualenv is created in `.venv` next to this file (override the location with the
 `JAXRNN_VENV` environment variable). Installation is skipped when a stamp file in the
@@ -35,6 +36,7 @@ PROFILES: dict[str, tuple[str, bool]] = {
     "demo": ("plots", False),
     "test": ("test,interop,plots", True),
     "lint": ("test,interop,plots", True),  # same env as `test`, so mypy sees the same packages
+    "bench": ("bench,interop", True),  # PyTorch, Flax, Equinox and matplotlib for peers.py
 }
 
 
@@ -82,13 +84,16 @@ def ensure_env(profile: str) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Dispatch `demo`, `test` or `lint`; return the process exit code."""
+    """Dispatch `demo`, `test`, `lint` or `bench`; return the process exit code."""
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(__doc__)
         return 0 if argv else 2
     command, rest = argv[0], list(argv[1:])
     if command not in PROFILES:
-        print(f"dev.py: unknown command {command!r} (expected demo, test or lint)", file=sys.stderr)
+        print(
+            f"dev.py: unknown command {command!r} (expected demo, test, lint or bench)",
+            file=sys.stderr,
+        )
         return 2
     if command == "lint" and rest:
         print("dev.py: `lint` takes no arguments", file=sys.stderr)
@@ -100,6 +105,8 @@ def main(argv: Sequence[str]) -> int:
         return code
     if command == "demo":
         return run([tool("jaxrnn"), "demo", *rest])
+    if command == "bench":
+        return run([PY, str(ROOT / "benchmarks" / "peers.py"), *rest])
     lint = [[tool("ruff"), "check", "."], [tool("ruff"), "format", "--check", "."], [tool("mypy")]]
     pytest = [PY, "-m", "pytest", "-n", "2", *rest]
     if command == "lint":

@@ -135,10 +135,11 @@ def measure(workers: dict[str, Worker], point: dict[str, Any], repeats: int) -> 
     if not active:
         return record
     slowest = max(record["libraries"][n]["second_s"] for n in active)
-    if point["mode"] == "step":  # microseconds: many calls per turn
-        calls, rounds = max(1, min(200, int(0.02 / max(slowest, 1e-6)))), 10
-    else:
-        calls, rounds = 1, repeats if slowest < 1.0 else max(3, repeats // 2)
+    # Short calls are timed several to a turn (a turn of at least ~50 ms), so that a
+    # burst of load from elsewhere falls on a few calls of every library, not on all
+    # calls of one.
+    calls = max(1, min(200, int(0.05 / max(slowest, 1e-6))))
+    rounds = repeats if slowest < 1.0 else max(3, repeats // 2)
     times: dict[str, list[float]] = {name: [] for name in active}
     for _ in range(rounds):
         for name, worker in active.items():
@@ -392,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per library and size")
     parser.add_argument("--libraries", default=",".join(LIBRARIES), help="comma-separated subset")
     parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated subset")
+    parser.add_argument("--modes", default="train,infer,step", help="comma-separated subset")
     parser.add_argument("--render", action="store_true", help="rewrite md and png from the JSON")
     parser.add_argument(
         "--baseline",
@@ -433,9 +435,9 @@ def main(argv: list[str] | None = None) -> int:
         "results": [],
     }
     print(f"matmul peak: {payload['peak']['gflops']:.0f} GFLOP/s", flush=True)
-    cells = args.cells.split(",")
+    cells, modes = args.cells.split(","), args.modes.split(",")
     try:
-        for point in (p for p in grid(args.quick) if p["cell"] in cells):
+        for point in (p for p in grid(args.quick) if p["cell"] in cells and p["mode"] in modes):
             record = measure(workers, point, args.repeats)
             payload["results"].append(record)
             payload["elapsed_min"] = (time.perf_counter() - started) / 60
