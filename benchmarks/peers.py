@@ -142,12 +142,12 @@ def measure(workers: dict[str, Worker], point: dict[str, Any], repeats: int) -> 
     rounds = repeats if slowest < 1.0 else max(3, repeats // 2)
     times: dict[str, list[float]] = {name: [] for name in active}
     for _ in range(rounds):
-        for name, worker in active.items():
+        for name, worker in list(active.items()):
             answer = worker.ask(op="time", n=calls)
-            if "times" not in answer:
+            if "times" not in answer:  # the library failed: out of this point's turns
                 record["libraries"][name] = answer
-                times.pop(name, None)
-                break
+                del active[name], times[name]
+                continue
             times[name].extend(answer["times"])
     for name, values in times.items():
         if values:
