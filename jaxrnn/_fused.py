@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, activation_derivative, scan_in_chunks
-from jaxrnn._elman import ElmanParams, ElmanSpec
+from jaxrnn._elman import ElmanSpec
 from jaxrnn._gru import GRUParams, GRUSpec
 from jaxrnn._lstm import LSTMCarry, LSTMSpec
 
@@ -59,8 +59,9 @@ def _project(p: Any, xs: Array) -> Array:
     return jnp.einsum("tni,gi->tng", xs, p.w_ih)
 
 
-def _prepare(p: Any, *biases: Array | None) -> _Prepared:
-    return _Prepared(p.w_hh, p.w_hh.T, _bias_row(*biases))
+def _prepare(p: Any) -> _Prepared:
+    """The LSTM's and Elman's: both biases in one row."""
+    return _Prepared(p.w_hh, p.w_hh.T, _bias_row(p.b_ih, p.b_hh))
 
 
 def _lstm_forward(prep: _Prepared, carry: LSTMCarry, xp: Array) -> Any:
@@ -99,8 +100,8 @@ def _g_block(hidden: int, inside: float, outside: float, dtype: Any) -> Array:
 def _gru_project(p: GRUParams, xs: Array) -> tuple[Array, Array, Array]:
     # One [T, N, H] slab per gate: a loop body that slices one [N, 3H] slab makes
     # XLA:CPU fuse the gates into a single slow loop (2.5x slower inference at H=64).
-    hidden = p.w_hh.shape[1]
-    return tuple(_project(p._replace(w_ih=w), xs) for w in _blocks(p.w_ih, hidden))  # type: ignore[return-value]
+    r, z, n = (jnp.einsum("tni,gi->tng", xs, w) for w in _blocks(p.w_ih, p.w_hh.shape[1]))
+    return r, z, n
 
 
 def _gru_prepare(p: GRUParams) -> _Prepared:
@@ -118,7 +119,10 @@ def _blocks(a: Array, hidden: int) -> tuple[Array, Array, Array]:
 
 def _bias_blocks(b: Array | None, hidden: int) -> tuple[Any, Any, Any]:
     """A GRU bias as three ``[1, H]`` rows, or three zeros."""
-    return (0, 0, 0) if b is None else tuple(r[None, :] for r in _blocks(b, hidden))  # type: ignore[return-value]
+    if b is None:
+        return 0, 0, 0
+    r, z, n = _blocks(b, hidden)
+    return r[None, :], z[None, :], n[None, :]
 
 
 def _gru_forward(prep: _Prepared, h: Array, xp: tuple[Array, Array, Array]) -> Any:
@@ -144,9 +148,6 @@ def _gru_backward(prep: _Prepared, saved: Any, dh_out: Array, dy: Array) -> Any:
 def _elman_rules(spec: ElmanSpec) -> _Rules:
     act = spec.activation
 
-    def prepare(p: ElmanParams) -> _Prepared:
-        return _prepare(p, p.b_ih, p.b_hh)
-
     def forward(prep: _Prepared, h: Array, xp: Array) -> Any:
         a = xp + h @ prep.w_hh_t + prep.bias
         h_new = act(a)
@@ -157,10 +158,10 @@ def _elman_rules(spec: ElmanSpec) -> _Rules:
         da = (dh_out + dy) * activation_derivative(act, a, h_new)
         return da @ prep.w_hh, da, None
 
-    return _Rules(_project, prepare, forward, backward)
+    return _Rules(_project, _prepare, forward, backward)
 
 
-_LSTM = _Rules(_project, lambda p: _prepare(p, p.b_ih, p.b_hh), _lstm_forward, _lstm_backward)
+_LSTM = _Rules(_project, _prepare, _lstm_forward, _lstm_backward)
 _GRU = _Rules(_gru_project, _gru_prepare, _gru_forward, _gru_backward)
 
 
@@ -265,7 +266,6 @@ def _forward(
     spec: Any, reverse: bool, unroll: Any, params: Any, xs: Array, carry: Any, valid: Any
 ) -> Any:
     rules = _rules(spec)
-
     prep = rules.prepare(params)
 
     def body(carry: Any, inputs: Any) -> Any:
