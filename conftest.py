@@ -5,11 +5,77 @@
 * XLA's optimisation passes are off (``jax_disable_most_optimizations``): it
   halves the suite's compile-bound run time on 2 cores and leaves the numbers
   the tests compare unchanged up to rounding. Speed is measured by the
-  benchmarks, at full optimisation, never here.
+  benchmarks, at full optimisation, never here;
+* the array annotations of jaxrnn are checked at runtime (STYLE.md point 4):
+  jaxtyping's import hook decorates every function of the package with
+  ``jaxtyped``, so arrays that contradict the shapes of a signature
+  (``xs: Float[Array, "T *batch I"]`` with ``dys: Float[Array, "T *batch O"]``)
+  raise ``jaxtyping.TypeCheckError``. Outside pytest nothing is decorated:
+  the annotations cost nothing in use. ``--no-shape-checks`` turns the hook off.
+
+The checker is beartype restricted to the jaxtyping array annotations: every
+other part of a hint (``bool``, ``Literal[...]``, ``LSTMCarry``, a Protocol)
+is read as ``Any``. Those are mypy's to check; the library validates such
+arguments itself, with errors naming them that the tests assert, and a
+runtime check of them would only pre-empt those errors.
 """
 
+import sys
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import beartype
 import jax
+import jaxtyping
+import pytest
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_disable_most_optimizations", True)
+
+
+def _is_array_type(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, jaxtyping.AbstractArray)
+
+
+def _arrays_only(hint: Any) -> Any:
+    """``hint`` with every part that is not a jaxtyping array type read as ``Any``."""
+    if _is_array_type(hint):
+        return hint
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        # ``Float[Array, "..."] | None``, and ``Shaped[ArrayLike, "..."]``: a union of array
+        # types and of the scalar types of ``ArrayLike``.
+        return hint if any(_is_array_type(a) for a in args) else Any
+    if origin is tuple and args and Ellipsis not in args:
+        kept = tuple(_arrays_only(a) for a in args)
+        if any(k is not Any for k in kept):
+            return tuple[kept]  # type: ignore[valid-type]
+    return Any
+
+
+def check_shapes(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The type checker of the import hook: beartype on the array annotations only."""
+    fn.__annotations__ = {name: _arrays_only(h) for name, h in fn.__annotations__.items()}
+    return beartype.beartype(fn)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--no-shape-checks``."""
+    parser.addoption(
+        "--no-shape-checks",
+        action="store_true",
+        help="do not check jaxrnn's array annotations at runtime (see conftest.py)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Install the jaxtyping hook before any test or doctest imports jaxrnn."""
+    if config.getoption("no_shape_checks"):
+        return
+    # The import hook instruments only the modules imported after it is installed.
+    if "jaxrnn" in sys.modules:
+        raise RuntimeError("conftest.py: jaxrnn was imported before the jaxtyping hook")
+    jaxtyping.install_import_hook("jaxrnn", f"{__name__}.check_shapes")

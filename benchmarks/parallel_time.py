@@ -149,8 +149,8 @@ def measure(
                     row["max_abs_deviation"] = float(jnp.abs(ys - reference).max())
                 if method in ("deer", "quasi-deer"):
                     info = out[1]
-                    row["iterations"] = int(info.iterations)
-                    row["residual"] = float(info.residual)
+                    row["iterations"] = int(info.iterations.max())
+                    row["residual"] = float(info.residual.max())
             last_ms[key] = (seq_len, row["median_ms"])
             rows.append(row)
             print(

@@ -422,8 +422,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REV",
         help="also time jaxrnn as of this git revision (what a change bought), as a peer",
     )
+    parser.add_argument(
+        "--stem",
+        help="name of the result files under benchmarks/results (default: peers, peers_quick)",
+    )
     args = parser.parse_args(argv)
-    stem = "peers_quick" if args.quick else "peers"
+    stem = args.stem or ("peers_quick" if args.quick else "peers")
     if args.render:
         saved = json.loads((RESULTS / f"{stem}.json").read_text())
         write(saved, stem)

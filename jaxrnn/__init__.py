@@ -10,13 +10,14 @@ Example:
 """
 
 from jaxrnn import checkpoint, diagnostics, plots, reference, tasks, training
-from jaxrnn._cell import Cell
+from jaxrnn._cell import Cell, InitFn, InitialCarryFn, LinearSpec, Spec, StepFn
+from jaxrnn._checks import DEEROptions, ScanOptions
 from jaxrnn._clip import clip_carry_grad
 from jaxrnn._elman import ElmanParams, ElmanSpec, elman
 from jaxrnn._gru import GRUParams, GRUSpec, gru
-from jaxrnn._linear import LinearSpec, LRUParams, MinGRUParams, MinLSTMParams, lru, mingru, minlstm
+from jaxrnn._linear import LRUParams, MinGRUParams, MinLSTMParams, lru, mingru, minlstm
 from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec, lstm
-from jaxrnn._parallel import DEERInfo, DEEROptions, deer
+from jaxrnn._parallel import DEERInfo, deer
 from jaxrnn._scan import scan
 from jaxrnn._stack import LayerParams, Stack, StackParams, concat, stack
 from jaxrnn._tbptt import TBPTT, TBPTTState, tbptt
@@ -32,6 +33,8 @@ __all__ = [
     "ElmanSpec",
     "GRUParams",
     "GRUSpec",
+    "InitFn",
+    "InitialCarryFn",
     "LRUParams",
     "LSTMCarry",
     "LSTMParams",
@@ -40,8 +43,11 @@ __all__ = [
     "LinearSpec",
     "MinGRUParams",
     "MinLSTMParams",
+    "ScanOptions",
+    "Spec",
     "Stack",
     "StackParams",
+    "StepFn",
     "TBPTTState",
     "__version__",
     "checkpoint",

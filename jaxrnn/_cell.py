@@ -1,17 +1,23 @@
 """The `Cell` abstraction and the helpers every built-in cell shares.
 
-Shape legend used in every docstring of the package:
+Shape legend used in every docstring and array annotation of the package:
 
 * ``T`` — number of time steps;
-* ``*batch`` — any number of leading batch dimensions, including none;
+* ``*batch`` — any number of leading batch dimensions, including none
+  (``B`` where there must be exactly one);
 * ``I`` — input size, ``H`` — hidden size, ``O`` — output size of a cell
   (``O = H`` unless the cell has an output layer).
+
+The public signatures carry these names as jaxtyping annotations, e.g.
+``xs: Float[Array, "T *batch I"]``. They are checked at runtime under pytest
+only (``tests/conftest.py``); in use they cost nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +28,47 @@ Params: TypeAlias = Any
 Carry: TypeAlias = Any
 Shape: TypeAlias = tuple[int, ...]
 Activation: TypeAlias = Callable[[Array], Array]
+
+
+class InitFn(Protocol):
+    """``init(key, input_size, dtype=jnp.float32) -> params``: a pytree of floating arrays.
+
+    Example:
+      >>> import jax, jaxrnn
+      >>> init: jaxrnn.InitFn = jaxrnn.gru(4).init
+      >>> init(jax.random.key(0), 3).w_ih.shape
+      (12, 3)
+    """
+
+    def __call__(self, key: PRNGKey, input_size: int, dtype: Any = ..., /) -> Params: ...
+
+
+class InitialCarryFn(Protocol):
+    """``initial_carry(batch_shape=(), dtype=jnp.float32) -> carry``: the all-zero carry.
+
+    Example:
+      >>> import jaxrnn
+      >>> initial_carry: jaxrnn.InitialCarryFn = jaxrnn.lstm(4).initial_carry
+      >>> initial_carry((2,)).c.shape
+      (2, 4)
+    """
+
+    def __call__(self, batch_shape: Shape = ..., dtype: Any = ..., /) -> Carry: ...
+
+
+class StepFn(Protocol):
+    """``step(params, carry, x) -> (carry, y)``: one time step, a :func:`jax.lax.scan` body.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxrnn
+      >>> cell = jaxrnn.elman(4)
+      >>> step: jaxrnn.StepFn = cell.step
+      >>> h, y = step(cell.init(jax.random.key(0), 3), cell.initial_carry((2,)), jnp.ones((2, 3)))
+      >>> y.shape
+      (2, 4)
+    """
+
+    def __call__(self, params: Params, carry: Carry, x: Array, /) -> tuple[Carry, Array]: ...
 
 
 class Cell(NamedTuple):
@@ -42,11 +89,14 @@ class Cell(NamedTuple):
         ``[*batch, I]``, ``carry`` with the same ``*batch`` and ``y`` of shape
         ``[*batch, O]``. The returned carry has the structure, shapes and
         dtypes of the carry passed in.
-      spec: for the built-in cells, a frozen description of the cell's
-        equations (:class:`ElmanSpec`, :class:`LSTMSpec`, :class:`GRUSpec`)
-        that lets :mod:`jaxrnn.reference` write out their backward pass; None
-        for a user's cell. A cell built with ``Cell(init, initial_carry,
-        step)`` has no spec.
+      spec: for the built-in cells, a :class:`Spec` (:class:`ElmanSpec`,
+        :class:`LSTMSpec`, :class:`GRUSpec`, :class:`LinearSpec`): the cell's
+        equations in the forms the fast paths use (the fused BPTT rules, the
+        linear recurrence of the associative scan). A spec describes one step
+        function, ``spec.step``; when ``cell.step`` is another function (a
+        step replaced by ``cell._replace(step=...)``, or a wrapper), the fast
+        paths step aside and the cell runs through its own ``step``. None
+        for a user's cell.
 
     Example:
       >>> import functools, jax, jax.numpy as jnp, jaxrnn
@@ -59,10 +109,147 @@ class Cell(NamedTuple):
       ((5, 2, 8), (2, 8))
     """
 
-    init: Callable[..., Params]
-    initial_carry: Callable[..., Carry]
-    step: Callable[[Params, Carry, Array], tuple[Carry, Array]]
-    spec: Any = None
+    init: InitFn
+    initial_carry: InitialCarryFn
+    step: StepFn
+    spec: Spec | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Spec:
+    """What the fast paths know about a built-in cell's step, owned by the cell's module.
+
+    Attributes:
+      step: the step function whose equations the spec describes. A fast path
+        runs only for a cell whose ``step`` is this very function (see
+        :func:`described_spec`).
+
+    Example:
+      >>> import jaxrnn
+      >>> cell = jaxrnn.lstm(4)
+      >>> cell.spec.step is cell.step  # the fused path runs this cell
+      True
+      >>> wrapped = cell._replace(step=lambda p, c, x: cell.step(p, c, 2 * x))
+      >>> wrapped.spec.step is wrapped.step  # it runs the wrapped step by autodiff
+      False
+    """
+
+    step: StepFn | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def fused_rules(self) -> FusedRules | None:
+        """The rules of the fused BPTT path, or None for a cell it does not cover."""
+        return None
+
+    def carry_readout(self) -> Callable[[Params, Carry], Array] | None:
+        """``readout(params, carry) -> y``: the output read from the carry after a step, or None."""
+        return None
+
+    def input_size(self, params: Params) -> int:
+        """The input size ``params`` were built for (the built-in cells' ``w_ih`` is ``[·, I]``)."""
+        return int(params.w_ih.shape[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearSpec(Spec):
+    r"""The spec of a cell linear in its state: :math:`h_t = a_t \odot h_{t-1} + b_t`.
+
+    The state ``h`` is the carry seen as one array (complex for :func:`lru`);
+    ``a_t`` and ``b_t`` depend on the input ``x_t`` only, so they are computed
+    for every step at once and the recurrence runs as an associative scan.
+    A user's cell with such a spec gets ``method="associative"`` too: build
+    the spec with ``step=`` the cell's step, which must compute the same
+    recurrence (a spec without ``step``, or with another step than the
+    cell's, describes no cell, and ``method="associative"`` refuses it).
+
+    Attributes:
+      coefficients: ``coefficients(params, xs) -> (a, b)`` for inputs ``xs`` of
+        shape ``[..., I]`` with any leading axes (time and batch), ``a`` and
+        ``b`` of shape ``[..., S]``.
+      readout: ``readout(params, h, xs) -> ys``: the outputs ``[..., O]`` of
+        the steps whose new states are ``h`` ``[..., S]`` and inputs ``xs``.
+      to_state: ``to_state(carry) -> h``, the carry ``[*batch, ...]`` as a state ``[*batch, S]``.
+      to_carry: ``to_carry(h) -> carry``, its inverse (the caller casts it to the carry's dtype).
+      step: (keyword) the cell's step, which this spec describes.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxrnn
+      >>> cell = jaxrnn.mingru(4)
+      >>> params = cell.init(jax.random.key(0), input_size=3)
+      >>> a, b = cell.spec.coefficients(params, jnp.ones((10, 2, 3)))  # [T, B, I]
+      >>> a.shape, b.shape
+      ((10, 2, 4), (10, 2, 4))
+    """
+
+    coefficients: Callable[[Params, Array], tuple[Array, Array]]
+    readout: Callable[[Params, Array, Array], Array]
+    to_state: Callable[[Carry], Array]
+    to_carry: Callable[[Array], Carry]
+
+
+def described_spec(cell: Cell) -> Spec | None:
+    """``cell.spec`` when it describes ``cell.step`` itself, else None.
+
+    A replaced or wrapped step (``cell._replace(step=my_step)``) keeps the
+    built-in cell's spec but not its step: every fast path then runs the
+    cell's own ``step`` instead.
+    """
+    spec = cell.spec
+    if spec is None or getattr(spec, "step", None) is not cell.step:
+        return None
+    return spec
+
+
+class Prepared(NamedTuple):
+    """What a fused step reads, made once outside the time loop (see :class:`FusedRules`)."""
+
+    w_hh: Array  # [G·H, H], for the backward product dz @ W_hh
+    w_hh_t: Any  # [H, G·H] for the forward product h @ W_hh^T; the GRU's: one [H, H] per gate
+    bias: Any  # [1, G·H] row added to every step's pre-activations, or 0; the GRU's: per gate
+    extra: Any = None  # a cell's own additions (the GRU's recurrent bias b_hn)
+
+
+class FusedRules(NamedTuple):
+    """One cell's fused forward and backward step, for :mod:`jaxrnn._fused`.
+
+    The cell's params have the fields ``w_ih`` ``[G·H, I]``, ``w_hh`` ``[G·H,
+    H]``, ``b_ih`` and ``b_hh`` ``[G·H]`` (or None); the fused path computes
+    every weight gradient from the slabs the backward rule returns.
+
+    Attributes:
+      applies: ``applies(params) -> bool``: whether the rules cover these
+        params (the LSTM's do not cover a projection).
+      project: ``project(params, xs) -> slab``, the input slab of every step
+        ``[T, N, G·H]`` (one matmul, no bias; the GRU's: one slab per gate).
+      prepare: ``prepare(params) -> Prepared``.
+      forward: ``forward(prep, carry, xp_t) -> (carry, h, saved)``;
+        ``saved[0]`` is h_{t-1}.
+      backward: ``backward(prep, saved, dcarry, dh) -> (dcarry_in, dxp,
+        drec)``: the gradients of the input slab and of the recurrent slab
+        ``h_{t-1} W_hh^T + b_hh``; ``drec`` is None where the two are the same.
+      readout: ``readout(params, hs) -> ys`` for an output layer on the
+        hidden states ``[T, N, H]``, differentiated by autodiff; None when
+        ``y_t = h_t``.
+      core: ``core(params) -> params`` without the output layer's leaves.
+    """
+
+    applies: Callable[[Params], bool]
+    project: Callable[[Params, Array], Any]
+    prepare: Callable[[Params], Prepared]
+    forward: Callable[..., tuple[Any, Array, tuple[Array, ...]]]
+    backward: Callable[..., tuple[Any, Array, Array | None]]
+    readout: Callable[[Params, Array], Array] | None = None
+    core: Callable[[Params], Params] | None = None
+
+
+def project_input(p: Any, xs: Array) -> Array:
+    """The input slab ``[T, N, G·H]`` of every step: ``xs @ w_ih^T`` as one matmul."""
+    return jnp.einsum("tni,gi->tng", xs, p.w_ih)
+
+
+def prepare_stacked(p: Any) -> Prepared:
+    """The :class:`Prepared` of a cell with one stacked gate slab: both biases in one row."""
+    present = [b[None, :] for b in (p.b_ih, p.b_hh) if b is not None]
+    return Prepared(p.w_hh, p.w_hh.T, sum(present) if present else 0)
 
 
 _ACTIVATIONS: dict[str, Activation] = {
@@ -105,12 +292,30 @@ def check_positive_int(value: object, name: str) -> int:
     return value
 
 
+def check_param_dtype(dtype: Any) -> jnp.dtype:
+    """Raise unless ``dtype`` is a floating dtype (params of integers would never train)."""
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype: expected a floating dtype for the params, got {dtype}")
+    return dtype
+
+
+def at_least_float32(dtype: Any) -> jnp.dtype:
+    """``dtype`` widened to float32 when narrower (float64 stays float64).
+
+    Unlike ``jnp.promote_types(dtype, jnp.float32)``, valid under
+    ``jax.numpy_dtype_promotion("strict")``.
+    """
+    dtype = jnp.dtype(dtype)
+    return dtype if jnp.finfo(dtype).bits >= 32 else jnp.dtype(jnp.float32)
+
+
 def carry_dtype(dtype: Any) -> jnp.dtype:
     """The dtype a carry is stored in: ``dtype`` promoted to at least float32."""
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype: expected a floating dtype, got {dtype}")
-    return jnp.promote_types(dtype, jnp.float32)
+    return at_least_float32(dtype)
 
 
 def linear(x: Array, w: Array, b: Array | None) -> Array:
@@ -120,7 +325,7 @@ def linear(x: Array, w: Array, b: Array | None) -> Array:
     weights give a bfloat16 matmul, whatever the dtype of ``x``) and
     accumulates in at least float32, which is also the dtype of the result.
     """
-    acc = jnp.promote_types(w.dtype, jnp.float32)
+    acc = at_least_float32(w.dtype)
     # A dot_general contracting both minor dims, not ``x @ w.T``: XLA:CPU then keeps
     # ``w`` in place instead of copying it transposed on every call (a 2x slower step
     # at batch 1).
@@ -130,27 +335,6 @@ def linear(x: Array, w: Array, b: Array | None) -> Array:
     if b is not None:
         y = y + b.astype(acc)[None, :]
     return y
-
-
-def scan_in_chunks(
-    run: Callable[[Carry, Any], tuple[Carry, Array]],
-    carry: Carry,
-    inputs: Any,
-    size: int,
-    reverse: bool,
-    num_steps: int,
-) -> tuple[Carry, Array]:
-    """Checkpointing through time: ``run`` over chunks of ``size`` steps, each rematerialised.
-
-    ``inputs`` are time-major with a multiple of ``size`` steps (padded and
-    masked by the caller); ``run(carry, chunk) -> (carry, ys)`` scans one
-    chunk. Only each chunk's first carry is kept for the backward pass, which
-    recomputes the chunk. Returns the final carry and the first ``num_steps``
-    outputs.
-    """
-    chunks = jax.tree.map(lambda a: a.reshape(-1, size, *a.shape[1:]), inputs)
-    final, ys = jax.lax.scan(jax.checkpoint(run, prevent_cse=False), carry, chunks, reverse=reverse)
-    return final, ys.reshape(-1, *ys.shape[2:])[:num_steps]
 
 
 def check_step_input(x: Array, w_ih: Array) -> None:

@@ -7,11 +7,11 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Array, Carry, Cell, Params
+from jaxrnn._cell import Array, Carry, Cell, Params, at_least_float32
 
 
 def _wide(g: Array) -> Any:
-    return jnp.promote_types(g.dtype, jnp.float32)
+    return at_least_float32(g.dtype)
 
 
 def clip_carry_grad(cell: Cell, bound: float, *, mode: Literal["norm", "value"] = "norm") -> Cell:

@@ -3,31 +3,44 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Float
 
 from jaxrnn import _initializers as inits
 from jaxrnn._cell import (
     Activation,
     Array,
     Cell,
+    FusedRules,
+    Prepared,
     PRNGKey,
     Shape,
+    Spec,
+    activation_derivative,
     carry_dtype,
     check_carry_leaf,
+    check_param_dtype,
     check_positive_int,
     check_step_input,
     linear,
+    prepare_stacked,
+    project_input,
     resolve_activation,
     to_rows,
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class ElmanSpec:
+class ElmanSpec(Spec):
     """The equations of an :func:`elman` cell: its activations f and g (None: no output layer).
+
+    Its fused BPTT rules run the recurrence in one custom VJP and the output
+    layer, when there is one, after it.
 
     Example:
       >>> import jax, jaxrnn
@@ -37,6 +50,24 @@ class ElmanSpec:
 
     activation: Activation
     output_activation: Activation | None
+
+    def fused_rules(self) -> FusedRules:
+        """The Elman RNN's fused forward and backward step."""
+        return _fused_rules(self.activation, self.output_activation)
+
+    def carry_readout(self) -> Callable[[ElmanParams, Array], Array]:
+        """``y_t = h_t``, or ``g(W_hy h_t + b_y)`` with an output layer."""
+        out = self.output_activation
+        if out is None:
+            return _read_carry
+
+        def read(params: ElmanParams, carry: Array) -> Array:
+            if params.w_hy is None:
+                raise ValueError("params: expected the params of an Elman cell with output layer")
+            z = linear(to_rows(carry), params.w_hy, params.b_y)
+            return out(z).reshape(*carry.shape[:-1], z.shape[-1])
+
+        return read
 
 
 class ElmanParams(NamedTuple):
@@ -57,12 +88,12 @@ class ElmanParams(NamedTuple):
       ((4, 3), (4, 4), (2, 4))
     """
 
-    w_ih: Array
-    w_hh: Array
-    b_ih: Array | None
-    b_hh: Array | None
-    w_hy: Array | None = None
-    b_y: Array | None = None
+    w_ih: Float[Array, "H I"]
+    w_hh: Float[Array, "H H"]
+    b_ih: Float[Array, " H"] | None
+    b_hh: Float[Array, " H"] | None
+    w_hy: Float[Array, "O H"] | None = None
+    b_y: Float[Array, " O"] | None = None
 
 
 def elman(
@@ -131,6 +162,7 @@ def elman(
 
     def init(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> ElmanParams:
         check_positive_int(input_size, "input_size")
+        check_param_dtype(dtype)
         k_ih, k_hh, k_bi, k_bh, k_hy, k_by = jax.random.split(key, 6)
 
         def bias(k: PRNGKey, size: int) -> Array | None:
@@ -158,7 +190,9 @@ def elman(
     def initial_carry(batch_shape: Shape = (), dtype: Any = jnp.float32) -> Array:
         return jnp.zeros((*batch_shape, hidden_size), carry_dtype(dtype))
 
-    def step(params: ElmanParams, carry: Array, x: Array) -> tuple[Array, Array]:
+    def step(
+        params: ElmanParams, carry: Array, x: Float[Array, "*batch I"]
+    ) -> tuple[Float[Array, "*batch H"], Float[Array, "*batch O"]]:
         check_step_input(x, params.w_ih)
         if (params.w_hy is None) != (out_act is None):
             want = "with" if out_act is not None else "without"
@@ -176,4 +210,48 @@ def elman(
         new_carry = h.astype(carry.dtype).reshape(carry.shape)
         return new_carry, y.astype(out_dtype).reshape(*batch_shape, y.shape[-1])
 
-    return Cell(init, initial_carry, step, ElmanSpec(act, out_act))
+    return Cell(init, initial_carry, step, ElmanSpec(act, out_act, step=step))
+
+
+def _read_carry(params: Any, carry: Array) -> Array:
+    return carry
+
+
+@functools.cache
+def _fused_rules(act: Activation, out_act: Activation | None) -> FusedRules:
+    """The fused rules of an Elman cell with activation f and output activation g (or None)."""
+
+    def forward(prep: Prepared, h: Array, xp: Array) -> Any:
+        a = xp + h @ prep.w_hh_t + prep.bias
+        h_new = act(a)
+        return h_new, h_new, (h, a, h_new)
+
+    def backward(prep: Prepared, saved: Any, dh_out: Array, dy: Array) -> Any:
+        _, a, h_new = saved
+        da = (dh_out + dy) * activation_derivative(act, a, h_new)
+        return da @ prep.w_hh, da, None
+
+    def readout(params: ElmanParams, hs: Array) -> Array:
+        assert out_act is not None and params.w_hy is not None
+        z = jnp.einsum("tnh,oh->tno", hs, params.w_hy)
+        return out_act(z + (0 if params.b_y is None else params.b_y[None, None, :]))
+
+    def core(params: ElmanParams) -> ElmanParams:
+        return params._replace(w_hy=None, b_y=None)
+
+    return FusedRules(
+        _has_matching_head(out_act),
+        project_input,
+        prepare_stacked,
+        forward,
+        backward,
+        None if out_act is None else readout,
+        core,
+    )
+
+
+def _has_matching_head(out_act: Activation | None) -> Callable[[ElmanParams], bool]:
+    def applies(params: ElmanParams) -> bool:
+        return (params.w_hy is None) == (out_act is None)
+
+    return applies

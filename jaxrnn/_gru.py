@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Float
 
 from jaxrnn import _initializers as inits
 from jaxrnn._cell import (
     Array,
     Cell,
+    FusedRules,
+    Prepared,
     PRNGKey,
     Shape,
+    Spec,
     carry_dtype,
     check_carry_leaf,
+    check_param_dtype,
     check_positive_int,
     check_step_input,
     linear,
@@ -24,14 +30,22 @@ from jaxrnn._cell import (
 
 
 @dataclasses.dataclass(frozen=True)
-class GRUSpec:
-    """Marks a cell built by :func:`gru`, whose equations :mod:`jaxrnn.reference` writes out.
+class GRUSpec(Spec):
+    """The spec of a cell built by :func:`gru`: its fused BPTT rules.
 
     Example:
       >>> import jaxrnn
       >>> jaxrnn.gru(4).spec
       GRUSpec()
     """
+
+    def fused_rules(self) -> FusedRules:
+        """The GRU's fused forward and backward step (see :class:`jaxrnn._cell.FusedRules`)."""
+        return _FUSED
+
+    def carry_readout(self) -> Callable[[Any, Array], Array]:
+        """``y_t = h_t``, the carry itself."""
+        return _read_carry
 
 
 class GRUParams(NamedTuple):
@@ -50,10 +64,10 @@ class GRUParams(NamedTuple):
       ((12, 3), (12,))
     """
 
-    w_ih: Array
-    w_hh: Array
-    b_ih: Array | None
-    b_hh: Array | None
+    w_ih: Float[Array, "3*H I"]
+    w_hh: Float[Array, "3*H H"]
+    b_ih: Float[Array, " 3*H"] | None
+    b_hh: Float[Array, " 3*H"] | None
 
 
 def gru(
@@ -108,6 +122,7 @@ def gru(
 
     def init(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> GRUParams:
         check_positive_int(input_size, "input_size")
+        check_param_dtype(dtype)
         k_ih, k_hh, k_bi, k_bh, k_chrono = jax.random.split(key, 5)
         params = GRUParams(
             w_ih=inits.uniform(k_ih, (3 * hsize, input_size), dtype, bound),
@@ -126,7 +141,9 @@ def gru(
     def initial_carry(batch_shape: Shape = (), dtype: Any = jnp.float32) -> Array:
         return jnp.zeros((*batch_shape, hsize), carry_dtype(dtype))
 
-    def step(params: GRUParams, carry: Array, x: Array) -> tuple[Array, Array]:
+    def step(
+        params: GRUParams, carry: Array, x: Float[Array, "*batch I"]
+    ) -> tuple[Float[Array, "*batch H"], Float[Array, "*batch H"]]:
         check_step_input(x, params.w_ih)
         batch_shape = x.shape[:-1]
         hidden = params.w_hh.shape[1]
@@ -141,4 +158,63 @@ def gru(
         y = h_new.astype(jnp.result_type(x, params.w_ih)).reshape(*batch_shape, hidden)
         return h_new.astype(carry.dtype).reshape(carry.shape), y
 
-    return Cell(init, initial_carry, step, GRUSpec())
+    return Cell(init, initial_carry, step, GRUSpec(step=step))
+
+
+def _read_carry(params: Any, carry: Array) -> Array:
+    return carry
+
+
+def _project(p: GRUParams, xs: Array) -> tuple[Array, Array, Array]:
+    # One [T, N, H] slab per gate: a loop body that slices one [N, 3H] slab makes
+    # XLA:CPU fuse the gates into a single slow loop (2.5x slower inference at H=64).
+    r, z, n = (jnp.einsum("tni,gi->tng", xs, w) for w in _blocks(p.w_ih, p.w_hh.shape[1]))
+    return r, z, n
+
+
+def _prepare(p: GRUParams) -> Prepared:
+    hidden = p.w_hh.shape[1]
+    b_ih, b_hh = _bias_blocks(p.b_ih, hidden), _bias_blocks(p.b_hh, hidden)
+    # b_hh of the r and z gates joins b_ih; the n gate's stays inside r ⊙ (W_hn h + b_hn).
+    bias = (b_ih[0] + b_hh[0], b_ih[1] + b_hh[1], b_ih[2])
+    return Prepared(p.w_hh, tuple(w.T for w in _blocks(p.w_hh, hidden)), bias, b_hh[2])
+
+
+def _blocks(a: Array, hidden: int) -> tuple[Array, Array, Array]:
+    """The three gate blocks (r, z, n) of a stacked ``[3H, ...]`` weight or ``[3H]`` bias."""
+    return a[:hidden], a[hidden : 2 * hidden], a[2 * hidden :]
+
+
+def _bias_blocks(b: Array | None, hidden: int) -> tuple[Any, Any, Any]:
+    """A GRU bias as three ``[1, H]`` rows, or three zeros."""
+    if b is None:
+        return 0, 0, 0
+    r, z, n = _blocks(b, hidden)
+    return r[None, :], z[None, :], n[None, :]
+
+
+def _fused_forward(prep: Prepared, h: Array, xp: tuple[Array, Array, Array]) -> Any:
+    (x_r, x_z, x_n), (w_r, w_z, w_n), (b_r, b_z, b_n) = xp, prep.w_hh_t, prep.bias
+    r = jax.nn.sigmoid(x_r + b_r + h @ w_r)
+    z = jax.nn.sigmoid(x_z + b_z + h @ w_z)
+    gh_n = h @ w_n + prep.extra
+    n = jnp.tanh(x_n + b_n + r * gh_n)
+    h_new = n + z * (h - n)
+    return h_new, h_new, (h, r, z, n, gh_n)
+
+
+def _fused_backward(prep: Prepared, saved: Any, dh_out: Array, dy: Array) -> Any:
+    h, r, z, n, gh_n = saved
+    dh = dh_out + dy
+    dn = dh * (1 - z) * (1 - n**2)
+    dz = dh * (h - n) * z * (1 - z)
+    dr = dn * gh_n * r * (1 - r)
+    drec = jnp.concatenate([dr, dz, r * dn], axis=-1)
+    return dh * z + drec @ prep.w_hh, jnp.concatenate([dr, dz, dn], axis=-1), drec
+
+
+def _always(params: Any) -> bool:
+    return True
+
+
+_FUSED = FusedRules(_always, _project, _prepare, _fused_forward, _fused_backward)

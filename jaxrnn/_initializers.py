@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeAlias
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Array, PRNGKey
+from jaxrnn._cell import Array, PRNGKey, at_least_float32
 
 Initializer: TypeAlias = Callable[[PRNGKey, tuple[int, ...], Any], Array]
 """``init(key, shape, dtype) -> array``, the signature of ``jax.nn.initializers``."""
@@ -21,7 +21,7 @@ _RECURRENT_INITS = ("uniform", "orthogonal", "identity")
 
 def uniform(key: PRNGKey, shape: tuple[int, ...], dtype: Any, bound: float) -> Array:
     """Samples from U(-bound, bound), drawn in float32 or wider, then cast to ``dtype``."""
-    draw_dtype = jnp.promote_types(dtype, jnp.float32)
+    draw_dtype = at_least_float32(dtype)
     return jax.random.uniform(key, shape, draw_dtype, -bound, bound).astype(dtype)
 
 
@@ -73,10 +73,7 @@ def recurrent_matrix(
         assert callable(recurrent_init)
         block_init = recurrent_init
     keys = jax.random.split(key, num_blocks)
-    blocks = [
-        jnp.asarray(block_init(k, (rows, cols), jnp.promote_types(dtype, jnp.float32)))
-        for k in keys
-    ]
+    blocks = [jnp.asarray(block_init(k, (rows, cols), at_least_float32(dtype))) for k in keys]
     return jnp.concatenate(blocks, axis=0).astype(dtype)
 
 
@@ -90,6 +87,6 @@ def check_chrono(chrono: int | None) -> None:
 
 def chrono_bias(key: PRNGKey, t_max: int, hidden_size: int, dtype: Any) -> Array:
     """Chrono bias b ~ log U[1, T_max - 1] (Tallec & Ollivier 2018), shape ``[H]``."""
-    draw_dtype = jnp.promote_types(dtype, jnp.float32)
+    draw_dtype = at_least_float32(dtype)
     u = jax.random.uniform(key, (hidden_size,), draw_dtype, 1.0, float(t_max - 1))
     return jnp.log(u).astype(dtype)

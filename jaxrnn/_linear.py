@@ -15,56 +15,26 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Float
 
 from jaxrnn import _initializers as inits
 from jaxrnn._cell import (
     Array,
     Carry,
     Cell,
+    LinearSpec,
     Params,
     PRNGKey,
     Shape,
+    at_least_float32,
     carry_dtype,
     check_carry_leaf,
+    check_param_dtype,
     check_positive_int,
     check_step_input,
     linear,
     to_rows,
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class LinearSpec:
-    r"""The spec of a cell linear in its state: :math:`h_t = a_t \odot h_{t-1} + b_t`.
-
-    The state ``h`` is the carry seen as one array (complex for :func:`lru`);
-    ``a_t`` and ``b_t`` depend on the input ``x_t`` only, so they are computed
-    for every step at once and the recurrence runs as an associative scan.
-    A user's cell with such a spec gets ``method="associative"`` too; its
-    ``step`` must compute the same recurrence.
-
-    Attributes:
-      coefficients: ``coefficients(params, xs) -> (a, b)`` for inputs ``xs`` of
-        shape ``[..., I]`` with any leading axes (time and batch), ``a`` and
-        ``b`` of shape ``[..., S]``.
-      readout: ``readout(params, h, xs) -> ys``: the outputs ``[..., O]`` of
-        the steps whose new states are ``h`` ``[..., S]`` and inputs ``xs``.
-      to_state: ``to_state(carry) -> h``, the carry ``[*batch, ...]`` as a state ``[*batch, S]``.
-      to_carry: ``to_carry(h) -> carry``, its inverse (the caller casts it to the carry's dtype).
-
-    Example:
-      >>> import jax, jax.numpy as jnp, jaxrnn
-      >>> cell = jaxrnn.mingru(4)
-      >>> params = cell.init(jax.random.key(0), input_size=3)
-      >>> a, b = cell.spec.coefficients(params, jnp.ones((10, 2, 3)))  # [T, B, I]
-      >>> a.shape, b.shape
-      ((10, 2, 4), (10, 2, 4))
-    """
-
-    coefficients: Callable[[Params, Array], tuple[Array, Array]]
-    readout: Callable[[Params, Array, Array], Array]
-    to_state: Callable[[Carry], Array]
-    to_carry: Callable[[Array], Carry]
 
 
 def _affine(x: Array, w: Array, b: Array | None) -> Array:
@@ -89,7 +59,9 @@ def _linear_cell(
 ) -> Cell:
     """A :class:`Cell` whose step is ``spec``'s recurrence applied to one time step."""
 
-    def step(params: Any, carry: Array, x: Array) -> tuple[Array, Array]:
+    def step(
+        params: Any, carry: Array, x: Float[Array, "*batch I"]
+    ) -> tuple[Float[Array, "*batch _"], Float[Array, "*batch O"]]:
         check_step_input(x, params.w_ih)
         check_carry_leaf(carry, "carry", x.shape[:-1], state_size(params))
         a, b = spec.coefficients(params, x)
@@ -98,7 +70,7 @@ def _linear_cell(
         out_dtype = jnp.result_type(x, params.w_ih)
         return spec.to_carry(h).astype(carry.dtype), y.astype(out_dtype)
 
-    return Cell(init, initial_carry, step, spec)
+    return Cell(init, initial_carry, step, dataclasses.replace(spec, step=step))
 
 
 def _check_bias(use_bias: object) -> None:
@@ -129,6 +101,7 @@ def _input_layer(
 ) -> tuple[Array, Array | None]:
     """``(w_ih [rows, I], b_ih [rows] or None)``, PyTorch's U(±1/√I) initialisation."""
     check_positive_int(input_size, "input_size")
+    check_param_dtype(dtype)
     k_w, k_b = jax.random.split(key)
     bound = inits.pytorch_bound(input_size)
     w = inits.uniform(k_w, (rows, input_size), dtype, bound)
@@ -300,7 +273,7 @@ class LRUParams(NamedTuple):
 
 def lru_eigenvalues(params: LRUParams) -> tuple[Array, Array]:
     """Real and imaginary parts of the diagonal Λ of :func:`lru` params, in at least float32."""
-    dtype = jnp.promote_types(params.nu_log.dtype, jnp.float32)
+    dtype = at_least_float32(params.nu_log.dtype)
     modulus = jnp.exp(-jnp.exp(params.nu_log.astype(dtype)))
     phase = jnp.exp(params.theta_log.astype(dtype))
     return modulus * jnp.cos(phase), modulus * jnp.sin(phase)
@@ -373,8 +346,9 @@ def lru(
 
     def init(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> LRUParams:
         check_positive_int(input_size, "input_size")
+        check_param_dtype(dtype)
         k_nu, k_theta, k_b, k_bi, k_c, k_ci, k_d = jax.random.split(key, 7)
-        draw = jnp.promote_types(dtype, jnp.float32)
+        draw = at_least_float32(dtype)
         # u in (0, 1): log(0) would give an infinite ν_log or θ_log.
         tiny = float(jnp.finfo(draw).tiny)
         u1 = jax.random.uniform(k_nu, (hsize,), draw, tiny, 1.0)

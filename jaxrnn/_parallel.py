@@ -18,80 +18,61 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
+from jax.typing import ArrayLike
+from jaxtyping import Float, Shaped
 
-from jaxrnn._cell import Array, Carry, Cell, Params
-from jaxrnn._linear import LinearSpec
-from jaxrnn._scan import check_carry, check_lengths, check_xs, default_dtype
-
-METHODS = ("sequential", "associative", "deer", "quasi-deer")
-
-
-class DEEROptions(NamedTuple):
-    """Options of ``jaxrnn.scan(..., method="deer" | "quasi-deer", method_options=...)``.
-
-    The fields are the keyword arguments of :func:`deer` of the same names.
-
-    Attributes:
-      tol: stop once the trajectory solves the recurrence to ``tol``:
-        max_t |f(h_{t-1}, x_t) − h_t| ≤ tol · max(1, max_t |h_t|) over all
-        steps and sequences (the trajectory returned is then one iteration
-        better still); default 1e-10 for a float64 carry, 1e-5 otherwise. The
-        adjoint iterations of quasi-DEER's backward pass use the same test.
-      max_iters: at most this many iterations, and never more than T (the
-        default), the number in which an undamped iteration reaches the
-        sequential trajectory exactly.
-      damping: λ ≥ 0 of ELK (Gonzalez et al. 2024): each iteration minimises
-        the linearised residual plus λ·|state − previous state|² (over the
-        valid steps) by a parallel Kalman filter and smoother. 0 (the
-        default) is plain (quasi-)DEER; larger values take shorter, safer
-        steps for unstable dynamics, at the price of more iterations on
-        stable ones and of the guarantee of reaching the sequential
-        trajectory in T iterations (``max_iters`` is still at most T:
-        check ``DEERInfo.residual``).
-
-    Example:
-      >>> import jax, jax.numpy as jnp, jaxrnn
-      >>> cell = jaxrnn.gru(4)
-      >>> params = cell.init(jax.random.key(0), input_size=2)
-      >>> opts = jaxrnn.DEEROptions(tol=1e-4, max_iters=10)
-      >>> carry, ys = jaxrnn.scan(cell, params, jnp.ones((20, 2)), method="quasi-deer",
-      ...                         method_options=opts)
-      >>> ys.shape
-      (20, 4)
-    """
-
-    tol: float | None = None
-    max_iters: int | None = None
-    damping: float = 0.0
+from jaxrnn._cell import Array, Carry, Cell, LinearSpec, Params, described_spec
+from jaxrnn._checks import (
+    DEEROptions,
+    ScanOptions,
+    check_carry,
+    check_lengths,
+    default_dtype,
+    from_time_major,
+    to_time_major,
+)
+from jaxrnn._sequential import sequential_scan, valid_steps, zero_padding
 
 
 class DEERInfo(NamedTuple):
-    """How a :func:`deer` solve converged.
+    """How a :func:`deer` solve converged, sequence by sequence.
+
+    Every field has the batch shape of ``xs`` (``()`` for one sequence):
+    each sequence of the batch is judged on its own.
 
     Attributes:
-      iterations: int32 scalar, the number of Newton (or quasi-Newton) iterations.
-      residual: the largest |f(h_{t-1}, x_t) − h_t| over all steps and
-        sequences of the returned trajectory (0 for the exact sequential
-        trajectory, up to rounding).
+      iterations: int32, the (quasi-)Newton iterations each sequence took:
+        the iterations until it passed the convergence test, plus the one
+        more it then takes, or ``max_iters`` when it never passed it (the
+        loop over the batch ran ``iterations.max()`` times).
+      residual: max_t |f(h_{t-1}, x_t) − h_t| of the returned trajectory,
+        over the steps and carry entries of each sequence (0 for the exact
+        sequential trajectory, up to rounding; NaN, or Inf, when the
+        trajectory holds a NaN or Inf).
+      converged: bool, whether the returned trajectory passes the test of
+        :class:`DEEROptions` ``tol``: ``residual <= tol · max(1, max_t |h_t|)``;
+        never True for a NaN or Inf residual.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn
       >>> cell = jaxrnn.elman(3)
       >>> params = cell.init(jax.random.key(0), input_size=2, dtype=jnp.float64)
-      >>> _, _, info = jaxrnn.deer(cell, params, jnp.ones((8, 2)))
-      >>> int(info.iterations) <= 8, float(info.residual) < 1e-10
-      (True, True)
+      >>> _, _, info = jaxrnn.deer(cell, params, jnp.ones((8, 4, 2)))  # T=8, batch 4
+      >>> info.iterations.shape, bool(info.converged.all()), float(info.residual.max()) < 1e-10
+      ((4,), True, True)
     """
 
     iterations: Array
     residual: Array
+    converged: Array
 
 
 def deer(
     cell: Cell,
     params: Params,
-    xs: Array,
+    xs: Shaped[ArrayLike, "..."],
     *,
     carry: Carry | None = None,
     lengths: Array | None = None,
@@ -101,7 +82,9 @@ def deer(
     tol: float | None = None,
     max_iters: int | None = None,
     damping: float = 0.0,
-) -> tuple[Carry, Array, DEERInfo]:
+    throw: bool = True,
+    num_feature_axes: int = 1,
+) -> tuple[Carry, Float[Array, "..."], DEERInfo]:
     r"""Run any cell over a sequence by Newton's method on the whole trajectory (DEER).
 
     The sequential scan computes the trajectory :math:`h_t = f(h_{t-1}, x_t)`
@@ -142,19 +125,40 @@ def deer(
     a padded step is the identity on the carry (its Jacobian is I) with a zero
     output, and ``reverse`` solves the recurrence on the time-reversed inputs.
 
+    Convergence is judged for each sequence of the batch on its own (the
+    Newton systems of different sequences are independent): a sequence that
+    has converged is left alone while the others iterate, so a NaN or a
+    diverging trajectory in one sequence leaves the others' results right.
+    A NaN or Inf residual is never "converged". When some sequence has not
+    converged after ``max_iters`` iterations, ``throw=True`` (the default)
+    raises a ``RuntimeError`` that says how many sequences, their residual,
+    ``tol`` and ``max_iters``: at once when called outside any
+    transformation, and under ``jit``, ``vmap`` or ``grad`` when the
+    computation runs (a host callback, :func:`jax.pure_callback`, tied to the
+    results; JAX raises it as a ``jax.errors.JaxRuntimeError``, a
+    ``RuntimeError`` whose message contains the same text, and also logs the
+    traceback). ``throw=False`` returns the result as it is, and
+    ``info.converged`` says which sequences converged. With ``throw=True``
+    the backward pass of quasi-DEER raises likewise when its adjoint
+    iterations leave a finite residual above ``tol`` (a NaN cotangent gives
+    NaN gradients, not an error).
+
     Args:
       cell: any :class:`Cell`.
       params: the cell's params.
-      xs: inputs ``[T, *batch, I]`` (``[*batch, T, I]`` with ``time_major=False``).
+      xs: inputs ``[T, *batch, I]`` (``[*batch, T, I]`` with ``time_major=False``;
+        with ``num_feature_axes=k``, the last k axes are one step's input).
       carry: the initial carry (zeros when None).
       lengths: integer array of shape ``batch``, as for :func:`jaxrnn.scan`.
       reverse: run from each sequence's last valid step to its first.
       time_major: the layout of ``xs`` and of the outputs.
       quasi: quasi-DEER: diagonal Jacobians only.
       tol: convergence tolerance, see :class:`DEEROptions`.
-      max_iters: the most iterations, at most (and by default) T; one
-        iteration count is shared by all sequences of the batch.
+      max_iters: the most iterations, at most (and by default) T.
       damping: ELK's λ ≥ 0, see :class:`DEEROptions`.
+      throw: raise when some sequence has not converged (see above).
+      num_feature_axes: how many trailing axes of ``xs`` are one step's
+        input, as for :func:`jaxrnn.scan`.
 
     Returns:
       ``(final_carry, ys, info)``: what :func:`jaxrnn.scan` returns, and a
@@ -167,8 +171,18 @@ def deer(
       >>> xs = jax.random.normal(jax.random.key(1), (200, 4, 1), jnp.float64)
       >>> carry, ys, info = jaxrnn.deer(cell, params, xs)
       >>> _, ys_seq = jaxrnn.scan(cell, params, xs)
-      >>> float(jnp.abs(ys - ys_seq).max()) < 1e-10, int(info.iterations) < 20
+      >>> float(jnp.abs(ys - ys_seq).max()) < 1e-10, int(info.iterations.max()) < 20
       (True, True)
+
+      Too few iterations raise by default; ``throw=False`` reports them instead:
+
+      >>> _, _, info = jaxrnn.deer(cell, params, xs, max_iters=2, throw=False)
+      >>> info.converged.tolist()
+      [False, False, False, False]
+      >>> jaxrnn.deer(cell, params, xs, max_iters=2)
+      Traceback (most recent call last):
+      ...
+      RuntimeError: DEER did not converge: 4 of 4 sequences ...
 
     References:
       Lim, Zhu, Selfridge & Kasim, "Parallelizing non-linear sequential models
@@ -176,69 +190,53 @@ def deer(
       Gonzalez, Warrington, Smith & Linderman, "Towards scalable and stable
       parallelization of nonlinear RNNs", NeurIPS 2024 (quasi-DEER, ELK).
     """
-    xs = check_xs(xs)
-    batch_axis_count = xs.ndim - 2
-    if not time_major:
-        xs = jnp.moveaxis(xs, -2, 0)
-    carry = check_carry(cell, carry, xs.shape[1:-1], default_dtype(params, xs))
-    lengths = check_lengths(lengths, xs.shape[1:-1], xs.shape[0])
+    xs, batch_shape = to_time_major(xs, time_major, num_feature_axes)
+    carry = check_carry(cell, carry, batch_shape, default_dtype(params, xs))
+    lengths = check_lengths(lengths, batch_shape, xs.shape[0])
+    if not isinstance(reverse, bool):
+        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
+    xs = zero_padding(xs, lengths)
+    options = DEEROptions(tol, max_iters, damping, throw)
     final, ys, info = _deer(
-        cell, params, xs, carry, lengths, reverse, quasi, tol, max_iters, damping
+        cell, params, xs, carry, lengths, reverse, quasi, options, num_feature_axes
     )
-    if not time_major:
-        ys = jnp.moveaxis(ys, 0, batch_axis_count)
-    return final, ys, info
+    return final, from_time_major(ys, time_major, len(batch_shape)), info
 
 
 def parallel_scan(
-    method: Any,
-    method_options: Any,
     cell: Cell,
     params: Params,
     xs: Array,
     carry: Carry,
     lengths: Array | None,
     reverse: bool,
+    options: ScanOptions,
     *,
-    truncate: int | None,
-    checkpoint: int | None,
-    backward: str,
+    num_feature_axes: int = 1,
 ) -> tuple[Carry, Array]:
-    """:func:`jaxrnn.scan` with a ``method`` other than ``"sequential"`` (checked, time-major)."""
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}")
-    deer_like = method in ("deer", "quasi-deer")
-    if method_options is not None and not deer_like:
-        raise ValueError(
-            f"method_options: only for method='deer' or 'quasi-deer', got method={method!r}"
-        )
-    if method_options is not None and not isinstance(method_options, DEEROptions):
-        raise TypeError(
-            f"method_options: expected a jaxrnn.DEEROptions or None, got {method_options!r}"
-        )
-    for name, value in (("truncate", truncate), ("checkpoint", checkpoint)):
-        if value is not None:
-            raise ValueError(
-                f"{name}: only for method='sequential'; the {method!r} method has no "
-                f"step-by-step backward pass to truncate or checkpoint"
-            )
-    if deer_like and backward != "fused":
-        raise ValueError(
-            f"backward: only for method='sequential'; method={method!r} always differentiates "
-            f"implicitly at the fixed point, got backward={backward!r}"
-        )
+    """:func:`jaxrnn.scan` with a ``method`` other than ``"sequential"``.
+
+    Inputs checked, time-major ``[T, *batch, *features]`` with
+    ``num_feature_axes`` feature axes, padding zeroed; ``options`` checked
+    (:func:`jaxrnn._checks.scan_options` refuses the options these methods
+    cannot honour).
+    """
+    method = options.method
     if method == "associative":
         return associative_scan(cell, params, xs, carry, lengths, reverse)
-    options = DEEROptions() if method_options is None else method_options
+    deer_options = options.method_options or DEEROptions()
     final, ys, _ = _deer(
-        cell, params, xs, carry, lengths, reverse, method == "quasi-deer", *options
+        cell,
+        params,
+        xs,
+        carry,
+        lengths,
+        reverse,
+        method == "quasi-deer",
+        deer_options,
+        num_feature_axes,
     )
     return final, ys
-
-
-def _sequential(cell: Cell, params: Params, xs: Array, carry: Carry) -> tuple[Carry, Array]:
-    """A plain scan: what every method computes for T = 0."""
-    return jax.lax.scan(functools.partial(cell.step, params), carry, xs)
 
 
 def _linear_combine(first: tuple[Array, Array], second: tuple[Array, Array]) -> tuple[Array, Array]:
@@ -257,17 +255,22 @@ def associative_scan(
     reverse: bool,
 ) -> tuple[Carry, Array]:
     """``jaxrnn.scan(method="associative")`` (checked inputs, time-major ``xs``)."""
-    spec = cell.spec
+    spec = described_spec(cell)
     if not isinstance(spec, LinearSpec):
+        why = (
+            "its spec describes another step than cell.step (a replaced or wrapped step)"
+            if isinstance(cell.spec, LinearSpec)
+            else f"got a cell with spec {cell.spec!r}"
+        )
         raise ValueError(
             "method: 'associative' needs a cell whose recurrence is linear in its carry, "
-            "h_t = a_t * h_{t-1} + b_t (a cell with a jaxrnn.LinearSpec: jaxrnn.mingru, "
-            f"jaxrnn.minlstm, jaxrnn.lru), got a cell with spec {spec!r}; use "
-            "method='deer' or 'quasi-deer' for a nonlinear cell"
+            "h_t = a_t * h_{t-1} + b_t (a cell with a jaxrnn.LinearSpec of its own step: "
+            f"jaxrnn.mingru, jaxrnn.minlstm, jaxrnn.lru); {why}; use "
+            "method='deer' or 'quasi-deer' for any other cell"
         )
     num_steps = xs.shape[0]
     if num_steps == 0:
-        return _sequential(cell, params, xs, carry)
+        return sequential_scan(cell.step, params, xs, carry, lengths, reverse)
     y_struct = jax.eval_shape(cell.step, params, carry, xs[0])[1]  # the step checks its inputs
     return _associative_core(spec, reverse, y_struct.dtype, params, xs, carry, lengths)
 
@@ -290,8 +293,7 @@ def _associative_core(
     a, b = a.astype(dtype), b.astype(dtype)
     valid = None
     if lengths is not None:
-        steps = jnp.arange(num_steps).reshape((num_steps,) + (1,) * lengths.ndim)
-        valid = (steps < lengths[None])[..., None]
+        valid = valid_steps(lengths, num_steps)[..., None]
         a, b = jnp.where(valid, a, 1), jnp.where(valid, b, 0)
     if reverse:
         a, b = jnp.flip(a, 0), jnp.flip(b, 0)
@@ -353,13 +355,16 @@ class _Problem:
     """What the solver needs besides arrays: the step, the carry layout, the static options.
 
     ``tol`` and ``max_iters`` are traced values (a new tolerance does not
-    recompile); ``damping`` is static, as 0 and > 0 run different code.
+    recompile); ``damping`` is static, as 0 and > 0 run different code, and
+    so is ``check_adjoint``: whether quasi-DEER's backward pass raises when
+    its adjoint iterations do not converge (``throw``).
     """
 
     step: Callable[..., Any]
     unravel: Callable[[Array], Carry]
     quasi: bool
     damping: float
+    check_adjoint: bool = False
 
     @property
     def algebra(self) -> _Algebra:
@@ -378,7 +383,7 @@ def _row_step(
 def _all_steps(
     problem: _Problem, params: Params, s_prev: Array, xs: Array, valid: Array
 ) -> tuple[Array, Array]:
-    """Every step at once: ``s_prev`` ``[T, N, D]``, ``xs`` ``[T, N, I]`` -> states, outputs."""
+    """Every step at once: ``s_prev`` ``[T, N, D]``, ``xs`` ``[T, N, *features]`` -> states, ys."""
     step = functools.partial(_row_step, problem, params)
     return jax.vmap(jax.vmap(step))(s_prev, xs, valid)
 
@@ -393,13 +398,34 @@ def _shift_back(v: Array) -> Array:
     return jnp.concatenate([v[1:], jnp.zeros_like(v[:1])])
 
 
+class _Limits(NamedTuple):
+    """When the iterations stop: tolerance (in the state dtype) and the most iterations (int32)."""
+
+    tol: Array
+    max_iters: Array
+
+
+def _keep_going(limits: _Limits, iteration: Array, done: Array) -> Array:
+    """Iterate while some sequence is not done and fewer than ``max_iters`` iterations ran."""
+    return (iteration < limits.max_iters) & ~jnp.all(done)
+
+
 def _max_abs(v: Array) -> Array:
-    return jnp.max(jnp.abs(v), initial=0.0)
+    """Per sequence: max |v| over the steps and entries of ``v`` ``[T, N, D]`` -> ``[N]``.
+
+    NaN when ``v`` holds a NaN (XLA's max propagates it).
+    """
+    return jnp.max(jnp.abs(v), axis=(0, 2), initial=0.0)
 
 
 def _relative(error: Array, value: Array) -> Array:
-    """The convergence test of every iteration: max |error| / max(1, max |value|)."""
+    """The convergence test, per sequence: max |error| / max(1, max |value|) -> ``[N]``."""
     return _max_abs(error) / jnp.maximum(1.0, _max_abs(value))
+
+
+def _passes(limits: _Limits, error: Array, value: Array) -> Array:
+    """``[N]`` booleans: the relative residual is at most ``tol`` (False for NaN or Inf)."""
+    return _relative(error, value) <= limits.tol
 
 
 def _jacobians(problem: _Problem, rows: Callable[[Array], Array], like: Array) -> Array:
@@ -476,25 +502,27 @@ def _elk_step(
     return _solve_linear(alg, gains, offsets, reverse=True)
 
 
-class _Limits(NamedTuple):
-    """When the iterations stop: tolerance (in the state dtype) and the most iterations (int32)."""
-
-    tol: Array
-    max_iters: Array
-
-
-def _keep_going(limits: _Limits, count: Array, residual: Array) -> Array:
-    return (count < limits.max_iters) & (residual > limits.tol)
+def _frozen(done: Array, old: Array, new: Array) -> Array:
+    """``new`` ``[T, N, D]``, except ``old`` for the sequences already ``done`` ``[N]``."""
+    return jnp.where(done[None, :, None], old, new)
 
 
 def _newton(
     problem: _Problem, limits: _Limits, params: Params, s0: Array, xs: Array, valid: Array
 ) -> tuple[Array, Array]:
-    """The trajectory ``[T, N, D]`` by (quasi-)Newton iterations, and the iteration count."""
+    """The trajectory ``[T, N, D]`` by (quasi-)Newton iterations, and each sequence's count ``[N]``.
+
+    The N Newton systems are independent (each sequence's Jacobians are its
+    own), so each sequence is judged on its own: once its guess solves the
+    recurrence to ``tol`` (its residual is free from the linearisation), it
+    takes that iteration's better trajectory and is then left as it is,
+    while the others go on. A NaN residual never passes, so a sequence with
+    NaN iterates until ``max_iters`` without touching the others.
+    """
     alg = problem.algebra
 
-    def body(state: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
-        guess, count, _ = state
+    def body(state: tuple[Array, Array, Array, Array]) -> tuple[Array, Array, Array, Array]:
+        guess, count, done, iteration = state
         s_prev = _previous(s0, guess)
         f, jvp = jax.linearize(lambda s: _all_steps(problem, params, s, xs, valid)[0], s_prev)
         jac = _jacobians(problem, jvp, s_prev)
@@ -505,34 +533,42 @@ def _newton(
             new = _elk_step(alg, jac, u, guess, problem.damping, valid)
         else:
             new = _solve_linear(alg, jac, u)
-        # Stop once the guess solves the recurrence (new is better still): its residual is free.
-        return new, count + 1, _relative(f - guess, guess)
+        new = _frozen(done, guess, new)
+        count = count + jnp.where(done, 0, 1).astype(count.dtype)
+        return new, count, done | _passes(limits, f - guess, guess), iteration + 1
 
+    num_rows = s0.shape[0]
     guess = jnp.broadcast_to(s0, (xs.shape[0], *s0.shape))
-    init = (guess, jnp.int32(0), jnp.array(jnp.inf, s0.dtype))
-    states, count, _ = jax.lax.while_loop(lambda st: _keep_going(limits, *st[1:]), body, init)
+    init = (guess, jnp.zeros(num_rows, jnp.int32), jnp.zeros(num_rows, bool), jnp.int32(0))
+    states, count, _, _ = jax.lax.while_loop(
+        lambda st: _keep_going(limits, st[3], st[2]), body, init
+    )
     return states, count
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _solve(
     problem: _Problem, limits: _Limits, params: Params, s0: Array, xs: Array, valid: Array
-) -> tuple[Array, Array, Array, Array]:
-    """The fixed point h_t = f(h_{t−1}, x_t), its outputs, iterations and residual.
+) -> tuple[Array, Array, Array, Array, Array]:
+    """The fixed point h_t = f(h_{t−1}, x_t), its outputs, and per sequence: count, residual, flag.
+
+    The last three are ``[N]``: iterations, residual, and whether it converged.
 
     Differentiated implicitly at the fixed point (``limits``, ``valid``, the
-    count and the residual get no gradient).
+    count, the residual and the flags get no gradient).
     """
     return _solve_fwd(problem, limits, params, s0, xs, valid)[0]
 
 
 def _solve_fwd(
     problem: _Problem, limits: _Limits, params: Params, s0: Array, xs: Array, valid: Array
-) -> tuple[tuple[Array, Array, Array, Array], Any]:
+) -> tuple[tuple[Array, Array, Array, Array, Array], Any]:
     states, count = _newton(problem, limits, params, s0, xs, valid)
     new_states, ys = _all_steps(problem, params, _previous(s0, states), xs, valid)
-    residual = _max_abs(new_states - states)
-    return (states, ys, count, residual), (limits, params, s0, xs, valid, states)
+    # Judged on the trajectory returned, not on the last guess tested.
+    error = new_states - states
+    residual, converged = _max_abs(error), _passes(limits, error, states)
+    return (states, ys, count, residual, converged), (limits, params, s0, xs, valid, states)
 
 
 def _solve_bwd(problem: _Problem, residuals: Any, cotangents: Any) -> Any:
@@ -542,7 +578,7 @@ def _solve_bwd(problem: _Problem, residuals: Any, cotangents: Any) -> Any:
     step at the fixed point gives every product needed.
     """
     limits, params, s0, xs, valid, states = residuals
-    g_states, g_ys, _, _ = cotangents
+    g_states, g_ys = cotangents[:2]
     alg = problem.algebra
     s_prev = _previous(s0, states)
     _, vjp = jax.vjp(lambda p, s, x: _all_steps(problem, p, s, x, valid), params, s_prev, xs)
@@ -562,14 +598,30 @@ def _solve_bwd(problem: _Problem, residuals: Any, cotangents: Any) -> Any:
     else:
 
         def body(state: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
-            lam, count, _ = state
+            lam, done, iteration = state
             # Exact J^T λ from the VJP; only the implicit part uses the diagonal.
             exact = g + _shift_back(transpose_product(lam))
             new = _solve_linear(alg, a, exact - _shift_back(jac_t * lam), reverse=True)
-            return new, count + 1, _relative(exact - lam, lam)
+            new = _frozen(done, lam, new)
+            return new, done | _passes(limits, exact - lam, lam), iteration + 1
 
-        init = (jnp.zeros_like(g), jnp.int32(0), jnp.array(jnp.inf, g.dtype))
-        lam = jax.lax.while_loop(lambda st: _keep_going(limits, *st[1:]), body, init)[0]
+        init = (jnp.zeros_like(g), jnp.zeros(g.shape[1], bool), jnp.int32(0))
+        lam = jax.lax.while_loop(lambda st: _keep_going(limits, st[2], st[1]), body, init)[0]
+        if problem.check_adjoint:
+            error = g + _shift_back(transpose_product(lam)) - lam
+            relative = _relative(error, lam)
+            # A NaN cotangent gives NaN gradients, visible as such: only finite misses raise.
+            missed = jnp.isfinite(relative) & (relative > limits.tol)
+            lam = _tie(
+                lam,
+                _host_check(
+                    functools.partial(_adjoint_message, problem.damping),
+                    missed,
+                    relative,
+                    limits.tol,
+                    limits.max_iters,
+                ),
+            )
     p_bar, s_prev_bar, x_bar = vjp((lam, g_ys))
     return None, p_bar, s_prev_bar[0], x_bar, None
 
@@ -577,10 +629,122 @@ def _solve_bwd(problem: _Problem, residuals: Any, cotangents: Any) -> Any:
 _solve.defvjp(_solve_fwd, _solve_bwd)
 
 
+# ---------------------------------------------------------------------------- not converged
+
+
+def _not_converged_message(
+    quasi: bool,
+    tol: float,
+    max_iters: int,
+    num_steps: int,
+    damping: float,
+    converged: np.ndarray,
+    residual: np.ndarray,
+) -> str:
+    """What a DEER run that did not converge says: how many sequences, residual, what to try."""
+    converged, residual = np.asarray(converged, bool), np.asarray(residual)
+    missed = ~converged
+    worst = residual[missed]
+    non_finite = int((~np.isfinite(worst)).sum())
+    if converged.ndim == 0:
+        which = "the sequence has"
+    else:
+        first = tuple(int(i) for i in np.argwhere(missed)[0])
+        which = (
+            f"{int(missed.sum())} of {converged.size} sequences (the first at batch index "
+            f"{first[0] if len(first) == 1 else first}) have"
+        )
+    largest = float(np.nanmax(worst)) if non_finite < worst.size else float("nan")
+    text = (
+        f"{'quasi-DEER' if quasi else 'DEER'} did not converge: {which} not reached "
+        f"tol={tol:.3g} (relative to max(1, max|h|)) after max_iters={max_iters} iterations "
+        f"(T={num_steps}{f', damping={damping:g}' if damping else ''}); the largest residual "
+        f"max_t |f(h_(t-1), x_t) - h_t| among them is {largest:.3g}"
+    )
+    if non_finite:
+        text += (
+            f", and {non_finite} of them {'have' if non_finite > 1 else 'has'} a NaN or Inf "
+            "residual (NaN or Inf in the inputs, carry or params, or a trajectory that diverges)"
+        )
+    return text + (
+        f". Try {'another damping' if damping else 'damping > 0 (ELK)'}, a larger max_iters "
+        "(at most T), or method='sequential'; throw=False (jaxrnn.DEEROptions(throw=False) for "
+        "jaxrnn.scan) returns the result as it is, with DEERInfo.converged saying which "
+        "sequences converged."
+    )
+
+
+def _adjoint_message(damping: float, missed: Any, relative: Any, tol: Any, max_iters: Any) -> str:
+    missed, relative = np.asarray(missed, bool), np.asarray(relative)
+    return (
+        f"quasi-DEER's backward pass did not converge: the adjoint iterations of "
+        f"{int(missed.sum())} of {missed.size} sequences end with a relative residual of "
+        f"{float(relative[missed].max()):.3g} > tol={float(np.ravel(tol)[0]):.3g} after "
+        f"max_iters={int(np.ravel(max_iters)[0])} iterations"
+        f"{f' (damping={damping:g})' if damping else ''}. Try a larger max_iters (at most "
+        "T), method='deer' or method='sequential'; throw=False skips this check."
+    )
+
+
+def _host_check(message: Callable[..., str], failed: Array, *context: Array) -> Array:
+    """A True scalar from the host, or ``RuntimeError(message(...))`` if any of ``failed``.
+
+    :func:`jax.pure_callback`: no effect to forbid it anywhere, one call for a
+    whole ``vmap`` (the arrays gain its axes); it runs only if its result is
+    used, hence :func:`_tie`. Its arguments get no gradient.
+    """
+
+    def check(failed: np.ndarray, *args: Any) -> np.ndarray:
+        *context, token = args
+        if np.any(failed):
+            raise RuntimeError(message(failed, *context))
+        return np.asarray(token)
+
+    failed, context = jax.lax.stop_gradient((failed, context))
+    return jax.pure_callback(
+        check,
+        jax.ShapeDtypeStruct((), jnp.bool_),
+        failed,
+        *context,
+        jnp.ones((), jnp.bool_),
+        vmap_method="broadcast_all",
+    )
+
+
+def _tie(tree: Any, ok: Array) -> Any:
+    """``tree`` unchanged, but computed after the check ``ok`` (so that it runs)."""
+    return jax.tree.map(lambda a: jnp.where(ok, a, jnp.zeros_like(a)), tree)
+
+
+def _raise_unless_converged(
+    final: Carry, ys: Array, info: DEERInfo, message: Callable[..., str]
+) -> tuple[Carry, Array, DEERInfo]:
+    """Raise a RuntimeError unless every sequence converged.
+
+    At once when ``info`` is concrete, else when the traced computation runs.
+    """
+    try:
+        converged = np.asarray(info.converged)
+    except jax.errors.TracerArrayConversionError:
+        converged = None
+    if converged is not None:
+        if not converged.all():
+            raise RuntimeError(message(converged, np.asarray(info.residual)))
+        return final, ys, info
+    ok = _host_check(
+        lambda failed, residual: message(~failed, residual), ~info.converged, info.residual
+    )
+    return _tie(final, ok), _tie(ys, ok), info._replace(residual=_tie(info.residual, ok))
+
+
+# ---------------------------------------------------------------------------- driver
+
+
 def _check_options(
-    quasi: Any, tol: Any, max_iters: Any, damping: Any, num_steps: int, dtype: Any
-) -> tuple[float, int, float]:
-    """Validated (tol, max_iters, damping), with the defaults filled in."""
+    quasi: Any, options: DEEROptions, num_steps: int, dtype: Any
+) -> tuple[float, int, float, bool]:
+    """Validated (tol, max_iters, damping, throw), with the defaults filled in."""
+    tol, max_iters, damping, throw = options
     if not isinstance(quasi, bool):
         raise TypeError(f"quasi: expected a bool, got {quasi!r}")
     if tol is None:
@@ -595,7 +759,9 @@ def _check_options(
         raise ValueError(f"damping: expected a number >= 0, got {damping!r}")
     if not math.isfinite(damping):
         raise ValueError(f"damping: expected a finite number, got {damping!r}")
-    return float(tol), min(max_iters, num_steps), float(damping)
+    if not isinstance(throw, bool):
+        raise TypeError(f"throw: expected a bool, got {throw!r}")
+    return float(tol), min(max_iters, num_steps), float(damping), throw
 
 
 def _deer(
@@ -606,36 +772,45 @@ def _deer(
     lengths: Array | None,
     reverse: bool,
     quasi: bool,
-    tol: float | None,
-    max_iters: int | None,
-    damping: float,
+    options: DEEROptions,
+    num_feature_axes: int = 1,
 ) -> tuple[Carry, Array, DEERInfo]:
-    """:func:`deer` on checked inputs, time-major."""
-    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+    """:func:`deer` on checked inputs, time-major ``[T, *batch, *features]``."""
+    num_steps, split = xs.shape[0], xs.ndim - num_feature_axes
+    batch_shape, feature_shape = xs.shape[1:split], xs.shape[split:]
     rows = math.prod(batch_shape)
     carry_rows = jax.tree.map(lambda c: c.reshape(rows, *c.shape[len(batch_shape) :]), carry)
     template = jax.tree.map(lambda c: jnp.zeros(c.shape[1:], c.dtype), carry_rows)
     flat, unravel = ravel_pytree(template)
-    tol, max_iters, damping = _check_options(
-        quasi, tol, max_iters, damping, max(num_steps, 1), flat.dtype
-    )
+    tol, max_iters, damping, throw = _check_options(quasi, options, max(num_steps, 1), flat.dtype)
     if num_steps == 0:
-        final, ys = _sequential(cell, params, xs, carry)
-        return final, ys, DEERInfo(jnp.int32(0), jnp.zeros((), flat.dtype))
+        final, ys = sequential_scan(cell.step, params, xs, carry, lengths, reverse)
+        info = DEERInfo(
+            jnp.zeros(batch_shape, jnp.int32),
+            jnp.zeros(batch_shape, flat.dtype),
+            jnp.ones(batch_shape, bool),
+        )
+        return final, ys, info
     jax.eval_shape(cell.step, params, carry, xs[0])  # the step checks its inputs
-    problem = _Problem(cell.step, unravel, quasi, damping)
+    problem = _Problem(cell.step, unravel, quasi, damping, quasi and throw)
     limits = _Limits(jnp.asarray(tol, flat.dtype), jnp.asarray(max_iters, jnp.int32))
-    x_rows = xs.reshape(num_steps, rows, xs.shape[-1])
+    x_rows = xs.reshape(num_steps, rows, *feature_shape)
     if lengths is None:
         valid = jnp.ones((num_steps, rows), bool)
     else:
-        valid = jnp.arange(num_steps)[:, None] < lengths.reshape(1, rows)
-    final_rows, ys, count, residual = _deer_rows(
+        valid = valid_steps(lengths.reshape(rows), num_steps)
+    final_rows, ys, count, residual, converged = _deer_rows(
         problem, reverse, limits, params, carry_rows, x_rows, valid
     )
     final = jax.tree.map(lambda f, c: f.reshape(c.shape), final_rows, carry)
-    ys = ys.reshape(num_steps, *batch_shape, ys.shape[-1])
-    return final, ys, DEERInfo(count, residual)
+    ys = ys.reshape(num_steps, *batch_shape, *ys.shape[2:])
+    info = DEERInfo(*(a.reshape(batch_shape) for a in (count, residual, converged)))
+    if throw:
+        message = functools.partial(
+            _not_converged_message, quasi, tol, max_iters, num_steps, damping
+        )
+        final, ys, info = _raise_unless_converged(final, ys, info, message)
+    return final, ys, info
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -647,13 +822,13 @@ def _deer_rows(
     carry_rows: Carry,
     x_rows: Array,
     valid: Array,
-) -> tuple[Carry, Array, Array, Array]:
+) -> tuple[Carry, Array, Array, Array, Array]:
     """DEER on ``N`` rows, compiled as one computation (also when called eagerly)."""
     s0 = jax.vmap(lambda c: ravel_pytree(c)[0])(carry_rows)
     if reverse:
         x_rows, valid = jnp.flip(x_rows, 0), jnp.flip(valid, 0)
-    states, ys, count, residual = _solve(problem, limits, params, s0, x_rows, valid)
+    states, ys, count, residual, converged = _solve(problem, limits, params, s0, x_rows, valid)
     if reverse:
         ys = jnp.flip(ys, 0)
     final = jax.vmap(problem.unravel)(states[-1])
-    return final, ys, count, jax.lax.stop_gradient(residual)
+    return final, ys, count, jax.lax.stop_gradient(residual), converged

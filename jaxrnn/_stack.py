@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Unpack
 
 import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params, PRNGKey, Shape, check_positive_int
-from jaxrnn._scan import check_like, check_xs, default_dtype, scan
+from jaxrnn._checks import (
+    ScanKwargs,
+    ScanOptions,
+    check_like,
+    default_dtype,
+    from_time_major,
+    scan_options,
+    to_time_major,
+)
+from jaxrnn._scan import scan
 
 Merge = Callable[[Array, Array], Array]
 
@@ -69,9 +78,10 @@ class Stack(NamedTuple):
         carry``: the cell's carry with two leading axes ``[num_layers,
         num_directions]``.
       apply: ``apply(params, xs, *, carry=None, lengths=None, key=None,
-        time_major=True, unroll=1, truncate=None, checkpoint=None,
-        backward='fused') -> (final_carry, ys)``; the last five as in
-        :func:`jaxrnn.scan`.
+        time_major=True, options=None, **kwargs) -> (final_carry, ys)``:
+        ``options`` (a :class:`jaxrnn.ScanOptions`) and the keywords
+        ``unroll``, ``truncate``, ``checkpoint``, ``backward``, ``method``
+        and ``method_options`` reach every layer's :func:`jaxrnn.scan` unchanged.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn
@@ -163,12 +173,14 @@ def stack(
         )
 
     def run_layer(
-        layer: LayerParams, xs: Array, carry: Carry, options: dict[str, Any]
+        layer: LayerParams, xs: Array, carry: Carry, lengths: Array | None, options: ScanOptions
     ) -> tuple[Carry, Array]:
         def direction(d: int) -> Carry:
             return jax.tree.map(lambda a: a[d], carry)
 
-        c_fwd, ys = scan(cell, layer.forward, xs, carry=direction(0), **options)
+        c_fwd, ys = scan(
+            cell, layer.forward, xs, carry=direction(0), lengths=lengths, options=options
+        )
         if not bidirectional:
             return jax.tree.map(lambda a: a[None], c_fwd), ys
         c_bwd, ys_bwd = scan(
@@ -176,8 +188,9 @@ def stack(
             layer.backward,
             xs,
             carry=direction(1),
+            lengths=lengths,
             reverse=True,
-            **options,
+            options=options,
         )
         return jax.tree.map(lambda f, b: jnp.stack([f, b]), c_fwd, c_bwd), merge(ys, ys_bwd)
 
@@ -195,46 +208,35 @@ def stack(
         lengths: Array | None = None,
         key: PRNGKey | None = None,
         time_major: bool = True,
-        unroll: int | bool = 1,
-        truncate: int | None = None,
-        checkpoint: int | None = None,
-        backward: str = "fused",
+        options: ScanOptions | None = None,
+        **kwargs: Unpack[ScanKwargs],
     ) -> tuple[Carry, Array]:
         _check_stack_params(params, num_layers, bidirectional)
-        xs = check_xs(xs)
-        batch_axis_count = xs.ndim - 2
-        if not time_major:
-            xs = jnp.moveaxis(xs, -2, 0)
+        options = scan_options(options, dict(kwargs))
+        xs, batch_shape = to_time_major(xs, time_major)
         dtype = default_dtype(params, xs)
-        expected = jax.eval_shape(lambda: initial_carry(xs.shape[1:-1], dtype))
+        expected = jax.eval_shape(lambda: initial_carry(batch_shape, dtype))
         if carry is None:
-            carry = initial_carry(xs.shape[1:-1], dtype)
+            carry = initial_carry(batch_shape, dtype)
         else:
             check_like(carry, expected, "carry")
 
-        options = {
-            "lengths": lengths,
-            "unroll": unroll,
-            "truncate": truncate,
-            "checkpoint": checkpoint,
-            "backward": backward,
-        }
-        first_carry, ys = run_layer(params.first, xs, jax.tree.map(lambda a: a[0], carry), options)
+        first_carry, ys = run_layer(
+            params.first, xs, jax.tree.map(lambda a: a[0], carry), lengths, options
+        )
         finals = jax.tree.map(lambda a: a[None], first_carry)
         if params.rest is not None:
             layer_keys = None if key is None else jax.random.split(key, num_layers - 1)
 
             def depth_step(ys: Array, layer_in: Any) -> tuple[Array, Carry]:
                 layer, layer_carry, layer_key = layer_in
-                new_carry, ys = run_layer(layer, drop(ys, layer_key), layer_carry, options)
+                new_carry, ys = run_layer(layer, drop(ys, layer_key), layer_carry, lengths, options)
                 return ys, new_carry
 
             rest_carry = jax.tree.map(lambda a: a[1:], carry)
             ys, rest_finals = jax.lax.scan(depth_step, ys, (params.rest, rest_carry, layer_keys))
             finals = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), finals, rest_finals)
-        if not time_major:
-            ys = jnp.moveaxis(ys, 0, batch_axis_count)
-        return finals, ys
+        return finals, from_time_major(ys, time_major, len(batch_shape))
 
     return Stack(init, initial_carry, apply)
 

@@ -32,20 +32,36 @@ Conventions shared by every function:
   ``[h; c]`` of size D = P + H; for the Elman RNN and the GRU it is ``h``,
   D = H). The result type of the leaves is the state's dtype;
 * ``xs`` is time-major ``[T, *batch, I]`` unless ``time_major=False``
-  (``[*batch, T, I]``), and every per-step result puts its time axis where
-  :func:`jaxrnn.scan` puts the time axis of its outputs.
+  (``[*batch, T, I]``), with T ≥ 1, and every per-step result puts its time
+  axis where :func:`jaxrnn.scan` puts the time axis of its outputs;
+* the functions that run the cell take ``options`` (a
+  :class:`jaxrnn.ScanOptions`) and its fields as keywords, as
+  :func:`jaxrnn.scan` does, so one record can be forwarded to every layer.
+  Each says which fields it honours and raises a ValueError naming any
+  other field that is set. ``backward`` is accepted and has no effect: the
+  diagnostics differentiate the cell's own ``step`` by autodiff. Any
+  ``method`` other than ``"sequential"`` is an error: the diagnostics
+  follow the step one time step at a time;
+* each function that runs the cell is one :func:`jax.jit`-compiled program
+  whose static arguments are the cell, ``loss_fn``, ``readout`` and the
+  options: repeated calls with the same cell and function objects and
+  arrays of the same shapes and dtypes reuse the compiled program (a
+  ``lambda`` written anew at each call is a new function, and compiles
+  again). The functions can also be called inside ``jit``.
 
 Plots of these quantities are in :mod:`jaxrnn.plots`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Unpack
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Float
 
 from jaxrnn._cell import (
     _ACTIVATIONS,
@@ -56,13 +72,20 @@ from jaxrnn._cell import (
     Params,
     PRNGKey,
     Shape,
-    linear,
-    to_rows,
+    described_spec,
 )
-from jaxrnn._elman import ElmanParams, ElmanSpec
-from jaxrnn._gru import GRUSpec
-from jaxrnn._lstm import LSTMSpec
-from jaxrnn._scan import _step, check_carry, check_lengths, check_xs, default_dtype
+from jaxrnn._checks import (
+    ScanKwargs,
+    ScanOptions,
+    check_carry,
+    check_lengths,
+    default_dtype,
+    from_time_major,
+    scan_options,
+    to_time_major,
+    whole_sequence,
+)
+from jaxrnn._sequential import sequential_scan, zero_padding
 
 __all__ = [
     "DecayFit",
@@ -91,21 +114,43 @@ def _prepare(
         raise TypeError(
             f"cell: expected a jaxrnn.Cell(init, initial_carry, step), got {type(cell).__name__}"
         )
-    if not isinstance(time_major, bool):
-        raise TypeError(f"time_major: expected a bool, got {time_major!r}")
-    xs = check_xs(xs)
-    if not time_major:
-        xs = jnp.moveaxis(xs, -2, 0)
+    xs, batch_shape = to_time_major(xs, time_major)
     if xs.shape[0] < 1:
-        raise ValueError(f"xs: expected at least one time step, got shape {tuple(xs.shape)}")
-    batch_shape = tuple(xs.shape[1:-1])
+        raise ValueError(
+            "xs: expected at least one time step (T >= 1; a diagnostic of zero steps has "
+            f"nothing to measure), got T=0 (time-major shape {tuple(xs.shape)})"
+        )
     carry = check_carry(cell, carry, batch_shape, default_dtype(params, xs))
     return xs, batch_shape, carry
 
 
-def _time_axis(a: Array, batch_ndim: int, time_major: bool) -> Array:
-    """Move a leading time axis to where :func:`jaxrnn.scan` puts it."""
-    return a if time_major else jnp.moveaxis(a, 0, batch_ndim)
+def _options(
+    options: ScanOptions | None,
+    kwargs: dict[str, Any],
+    num_steps: int,
+    function: str,
+    honoured: tuple[str, ...],
+) -> ScanOptions:
+    """The checked scan options for a diagnostic that honours ``honoured`` of their fields.
+
+    ``backward`` is accepted and ignored everywhere; ``method`` must be
+    ``"sequential"``; ``truncate``/``checkpoint`` raise unless honoured.
+    """
+    options = scan_options(options, kwargs)
+    if options.method != "sequential":
+        raise ValueError(
+            f"method: {function} follows the cell's step one time step at a time (it "
+            "differentiates each step of the trajectory), so only method='sequential' "
+            f"applies; got method={options.method!r}"
+        )
+    for field in ("truncate", "checkpoint"):
+        value = getattr(options, field)
+        if value is not None and field not in honoured:
+            raise ValueError(
+                f"{field}: not an option of {function}, which honours "
+                f"{', '.join(honoured)} (and ignores backward); got {field}={value!r}"
+            )
+    return whole_sequence(options, num_steps)
 
 
 class _Flat(NamedTuple):
@@ -157,25 +202,10 @@ def _jvp_columns(f: Any, state: Array, x: Array, frame: Array) -> tuple[Array, A
     return new, jax.vmap(lin, in_axes=-1, out_axes=-1)(frame)
 
 
-def _builtin_readout(spec: Any) -> Readout | None:
-    """How a built-in cell's output y_t is read from its carry after step t."""
-    if isinstance(spec, LSTMSpec):
-        return lambda params, carry: carry.h
-    if isinstance(spec, GRUSpec):
-        return lambda params, carry: carry
-    if isinstance(spec, ElmanSpec):
-        out = spec.output_activation
-        if out is None:
-            return lambda params, carry: carry
-
-        def elman_out(params: ElmanParams, carry: Array) -> Array:
-            if params.w_hy is None:
-                raise ValueError("params: expected the params of an Elman cell with output layer")
-            z = linear(to_rows(carry), params.w_hy, params.b_y)
-            return out(z).reshape(*carry.shape[:-1], z.shape[-1])
-
-        return elman_out
-    return None
+def _builtin_readout(cell: Cell) -> Readout | None:
+    """How a built-in cell's output y_t is read from its carry after step t (its spec's rule)."""
+    spec = described_spec(cell)
+    return None if spec is None else spec.carry_readout()
 
 
 # --------------------------------------------------------------------------- gradients
@@ -191,6 +221,8 @@ def carry_grad_norms(
     lengths: Array | None = None,
     time_major: bool = True,
     readout: Readout | None = None,
+    options: ScanOptions | None = None,
+    **kwargs: Unpack[ScanKwargs],
 ) -> Carry:
     r"""‖∂L/∂carry_t‖ for every step t, from one backward pass.
 
@@ -211,41 +243,61 @@ def carry_grad_norms(
     and the path through the output ``y_t`` of step t itself, which for the
     built-in cells is read from the carry after the step (``y_t = h_t``, or
     the Elman output layer ``g(W_hy h_t + b_y)``). A user's cell may compute
-    ``y_t`` any way it likes, so for a cell without ``spec`` (a user's cell,
-    or a built-in cell wrapped by :func:`jaxrnn.clip_carry_grad`) pass
-    ``readout``, how ``y_t`` is computed from the carry after step t. Without
-    it, ``y_t`` is taken as an output of step t that does not depend on the
-    carry after it, and ∂L/∂carry_t counts only the paths through steps t+1, …, T−1 (the
-    cotangent step t+1 sends back, which :func:`jaxrnn.clip_carry_grad`
-    clips). In both cases the final carry reaches the loss only through
-    ``y_{T-1}``: ``loss_fn`` does not see the final carry itself.
+    ``y_t`` any way it likes, so for a cell whose spec does not describe its
+    step (a user's cell, a built-in cell whose step was replaced by
+    ``cell._replace(step=...)`` or wrapped by :func:`jaxrnn.clip_carry_grad`)
+    pass ``readout``, how ``y_t`` is computed from the carry after step t.
+    Without it, ``y_t`` is taken as an output of step t that does not depend
+    on the carry after it, and ∂L/∂carry_t counts only the paths through
+    steps t+1, …, T−1 (the cotangent step t+1 sends back, which
+    :func:`jaxrnn.clip_carry_grad` clips). In both cases the final carry
+    reaches the loss only through ``y_{T-1}``: ``loss_fn`` does not see the
+    final carry itself.
 
     With ``lengths``, step t of a sequence is padding when ``t >= lengths[b]``:
     its carry is the carry after the last valid step and its output is zero
-    (:func:`jaxrnn.scan`'s masking). A perturbation of a padded carry reaches
-    only later padded steps, whose outputs are zero whatever the carry, and
-    the final carry, which the loss does not see — so the norm at every
-    padded step is exactly 0 (all T entries for a sequence of length 0),
-    and the carry after the last valid step is reached only through its own
-    output ``y_t``.
+    (:func:`jaxrnn.scan`'s masking), and its input is set to zero before any
+    step runs, so NaN or Inf in the padding reaches no norm. A perturbation
+    of a padded carry reaches only later padded steps, whose outputs are
+    zero whatever the carry, and the final carry, which the loss does not
+    see — so the norm at every padded step is exactly 0 (all T entries for a
+    sequence of length 0), and the carry after the last valid step is
+    reached only through its own output ``y_t``.
 
-    The whole computation is one :func:`jax.jit`-compiled program; the
-    function can also be called inside ``jit`` (``lengths`` are then not
-    range-checked, as in :func:`jaxrnn.scan`).
+    With ``truncate=k`` the norms are what truncated BPTT(k) sees, as
+    :func:`jaxrnn.scan` computes it: the gradient through the carry stops
+    every k steps, so ∂L/∂carry_t counts only the paths through the later
+    steps of its own chunk of k steps (and its own output), and is exactly 0
+    where none of them reaches the loss.
 
     Args:
       cell: any :class:`~jaxrnn.Cell`.
       params: the cell's params.
-      xs: inputs ``[T, *batch, I]`` (``[*batch, T, I]`` with ``time_major=False``).
+      xs: inputs ``[T, *batch, I]`` (``[*batch, T, I]`` with ``time_major=False``), T ≥ 1.
       loss_fn: ``loss_fn(ys) -> scalar``, with ``ys`` shaped as
         :func:`jaxrnn.scan` returns them, ``[T, *batch, O]`` (or ``[*batch, T, O]``).
       carry: the initial carry (zeros when None).
       lengths: integer array of shape ``batch``, values in [0, T]: the number of
-        valid steps of each sequence.
+        valid steps of each sequence. Checked when concrete; under ``jit``
+        values outside [0, T] act as the nearest end, as in :func:`jaxrnn.scan`.
       time_major: the layout of ``xs``, of ``ys`` and of the result.
       readout: ``readout(params, carry) -> y`` for a carry with the batch axes
         of ``xs``: how a user's cell reads ``y_t`` from the carry after step
-        t. Default: the built-in cells' own readout, none for other cells.
+        t. Default: the built-in cells' own readout (from the cell's spec,
+        when it describes ``cell.step``), none for other cells.
+      options: a :class:`jaxrnn.ScanOptions`; the keywords below override its
+        fields. Honoured: ``unroll``, ``truncate`` and ``checkpoint``, with
+        the meaning they have in :func:`jaxrnn.scan`; ``backward`` has no
+        effect; ``method`` must be ``"sequential"``.
+      unroll: passed to :func:`jax.lax.scan`.
+      truncate: the norms of truncated BPTT(k) (see above); ``truncate >= T``
+        is full BPTT.
+      checkpoint: checkpointing through time in chunks of k steps: the same
+        norms, with memory for the backward pass growing like T/k + k
+        instead of T.
+      backward: accepted, no effect (the step is differentiated by autodiff).
+      method: ``"sequential"`` only.
+      method_options: None only (it belongs to the DEER methods).
 
     Returns:
       A pytree shaped like the carry (an array for the Elman RNN and the GRU,
@@ -255,10 +307,11 @@ def carry_grad_norms(
       after step t), one norm per sequence.
 
     Raises:
-      TypeError: ``cell`` is not a :class:`~jaxrnn.Cell`, or ``loss_fn``
-        returns a non-floating value.
+      TypeError: ``cell`` is not a :class:`~jaxrnn.Cell`, ``loss_fn``
+        returns a non-floating value, or a keyword is not a scan option.
       ValueError: ``loss_fn`` does not return a scalar, ``readout`` returns
-        the wrong shape, or ``xs``/``carry``/``lengths`` are malformed.
+        the wrong shape, ``xs`` has no time step, ``xs``/``carry``/``lengths``
+        are malformed, or ``method`` is not ``"sequential"``.
 
     Example:
       A linear Elman RNN with W_hh = 0.5·I: the loss at the last step reaches
@@ -269,11 +322,19 @@ def carry_grad_norms(
       >>> cell = jaxrnn.elman(4, activation="identity", use_bias=False)
       >>> params = cell.init(jax.random.key(0), 2)._replace(w_hh=0.5 * jnp.eye(4))
       >>> xs = jnp.ones((5, 3, 2))  # [T, B, I]
-      >>> norms = diagnostics.carry_grad_norms(cell, params, xs, lambda ys: ys[-1].sum())
+      >>> last = lambda ys: ys[-1].sum()
+      >>> norms = diagnostics.carry_grad_norms(cell, params, xs, last)
       >>> norms.shape  # [T, B]
       (5, 3)
       >>> (norms[:, 0] / norms[-1, 0]).tolist()
       [0.0625, 0.125, 0.25, 0.5, 1.0]
+
+      Truncated BPTT in chunks of 2 steps (cuts before steps 2 and 4) sees
+      only the last chunk:
+
+      >>> norms = diagnostics.carry_grad_norms(cell, params, xs, last, truncate=2)
+      >>> (norms[:, 0] / norms[-1, 0]).tolist()
+      [0.0, 0.0, 0.0, 0.0, 1.0]
 
       For an LSTM the result is an ``LSTMCarry`` of norms, and ``lengths``
       make padded steps exactly 0:
@@ -291,21 +352,57 @@ def carry_grad_norms(
     References:
       Pascanu, Mikolov & Bengio, "On the difficulty of training recurrent
       neural networks", ICML 2013.
+      Williams & Peng, "An efficient gradient-based algorithm for on-line
+      training of recurrent network trajectories", Neural Computation 1990.
     """
     xs, batch_shape, carry0 = _prepare(cell, params, xs, carry, time_major)
-    num_steps, batch_ndim = xs.shape[0], len(batch_shape)
+    num_steps = xs.shape[0]
+    opts = _options(
+        options, dict(kwargs), num_steps, "carry_grad_norms", ("unroll", "truncate", "checkpoint")
+    )
     lengths = check_lengths(lengths, batch_shape, num_steps)
-    if readout is None:
-        readout = _builtin_readout(cell.spec)
-    elif not callable(readout):
+    if readout is not None and not callable(readout):
         raise TypeError(f"readout: expected a callable (params, carry) -> y, got {readout!r}")
+    return _carry_grad_core(
+        cell,
+        loss_fn,
+        readout,
+        opts.unroll,
+        opts.truncate,
+        opts.checkpoint,
+        time_major,
+        params,
+        xs,
+        carry0,
+        lengths,
+    )
 
-    def step(params: Params, carry: Carry, x_eps: tuple[Array, Carry]) -> tuple[Carry, Array]:
-        x, eps = x_eps
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+def _carry_grad_core(
+    cell: Cell,
+    loss_fn: Callable[[Array], Array],
+    readout: Readout | None,
+    unroll: int | bool,
+    truncate: int | None,
+    checkpoint: int | None,
+    time_major: bool,
+    params: Params,
+    xs: Array,
+    carry0: Carry,
+    lengths: Array | None,
+) -> Carry:
+    """:func:`carry_grad_norms` on checked, time-major arguments, compiled once per cell."""
+    num_steps, batch_ndim = xs.shape[0], xs.ndim - 2
+    read = _builtin_readout(cell) if readout is None else readout
+    xs = zero_padding(xs, lengths)
+
+    def step(params: Params, carry: Carry, x_eps: Any) -> tuple[Carry, Array]:
+        x, eps = x_eps  # the pair (x_t, ε_t)
         new, y = cell.step(params, carry, x)
-        if readout is not None:
+        if read is not None:
             # y_t read from the perturbed carry: y + (∂y/∂c)·ε, equal to y in value.
-            r, dy = jax.jvp(lambda c: readout(params, c), (new,), (eps,))
+            r, dy = jax.jvp(lambda c: read(params, c), (new,), (eps,))
             if not hasattr(r, "shape") or tuple(r.shape) != tuple(y.shape):
                 got = tuple(r.shape) if hasattr(r, "shape") else type(r).__name__
                 raise ValueError(
@@ -313,37 +410,36 @@ def carry_grad_norms(
                     f"the y that cell.step returns), got {got}"
                 )
             y = y + dy.astype(y.dtype)
-        return new, y
+        # The perturbed carry; a padded step's is discarded by the mask, so its norm is 0.
+        return jax.tree.map(jnp.add, new, eps), y
 
-    def compute(params: Params, xs: Array, carry0: Carry, lengths: Array | None) -> Carry:
-        def body(carry: Carry, inputs: tuple[Array, Array, Carry]) -> tuple[Carry, Array]:
-            t, x, eps = inputs
-            step_inputs: Any = (t, (x, eps))  # _step passes the pair (x, eps) to step as x
-            carry, y = _step(step, params, lengths, None, False, num_steps, carry, step_inputs)
-            return jax.tree.map(jnp.add, carry, eps), y
+    def loss_of(eps: Carry) -> Array:
+        _, ys = sequential_scan(
+            step,
+            params,
+            (xs, eps),
+            carry0,
+            lengths,
+            False,
+            unroll=unroll,
+            truncate=truncate,
+            checkpoint=checkpoint,
+        )
+        return loss_fn(from_time_major(ys, time_major, batch_ndim))
 
-        def loss_of(eps: Carry) -> Array:
-            inputs = (jnp.arange(num_steps, dtype=jnp.int32), xs, eps)
-            _, ys = jax.lax.scan(body, carry0, inputs)
-            return loss_fn(_time_axis(ys, batch_ndim, time_major))
+    eps0 = jax.tree.map(lambda c: jnp.zeros((num_steps, *c.shape), c.dtype), carry0)
+    loss, vjp = jax.vjp(loss_of, eps0)
+    if not hasattr(loss, "shape") or tuple(loss.shape) != ():
+        got = tuple(loss.shape) if hasattr(loss, "shape") else type(loss).__name__
+        raise ValueError(f"loss_fn: expected a scalar loss, got shape {got}")
+    if not jnp.issubdtype(loss.dtype, jnp.floating):
+        raise TypeError(f"loss_fn: expected a real floating loss, got dtype {loss.dtype}")
+    (grads,) = vjp(jnp.ones((), loss.dtype))
 
-        eps0 = jax.tree.map(lambda c: jnp.zeros((num_steps, *c.shape), c.dtype), carry0)
-        loss, vjp = jax.vjp(loss_of, eps0)
-        if not hasattr(loss, "shape") or tuple(loss.shape) != ():
-            got = tuple(loss.shape) if hasattr(loss, "shape") else type(loss).__name__
-            raise ValueError(f"loss_fn: expected a scalar loss, got shape {got}")
-        if not jnp.issubdtype(loss.dtype, jnp.floating):
-            raise TypeError(f"loss_fn: expected a real floating loss, got dtype {loss.dtype}")
-        (grads,) = vjp(jnp.ones((), loss.dtype))
+    def norm(g: Array) -> Array:
+        return jnp.linalg.norm(g.reshape(*g.shape[: 1 + batch_ndim], -1), axis=-1)
 
-        def norm(g: Array) -> Array:
-            g = g.reshape(*g.shape[: 1 + batch_ndim], -1)
-            return _time_axis(jnp.linalg.norm(g, axis=-1), batch_ndim, time_major)
-
-        return jax.tree.map(norm, grads)
-
-    # One compiled program rather than many small eagerly dispatched ones.
-    return jax.jit(compute)(params, xs, carry0, lengths)
+    return from_time_major(jax.tree.map(norm, grads), time_major, batch_ndim)
 
 
 # --------------------------------------------------------------------------- Jacobians
@@ -380,6 +476,8 @@ def jacobian_norms(
     *,
     carry: Carry | None = None,
     time_major: bool = True,
+    options: ScanOptions | None = None,
+    **kwargs: Unpack[ScanKwargs],
 ) -> JacobianNorms:
     r"""Spectral norms of ∂s_{T-1}/∂s_t and singular values of every one-step Jacobian.
 
@@ -399,13 +497,32 @@ def jacobian_norms(
     Args:
       cell: any :class:`~jaxrnn.Cell`.
       params: the cell's params.
-      xs: inputs ``[T, *batch, I]`` (``[*batch, T, I]`` with ``time_major=False``).
+      xs: inputs ``[T, *batch, I]`` (``[*batch, T, I]`` with ``time_major=False``), T ≥ 1.
       carry: the initial carry (zeros when None).
       time_major: the layout of ``xs`` and of the results.
+      options: a :class:`jaxrnn.ScanOptions`, so that one record can be
+        passed to every layer; the keywords below override its fields.
+        Honoured: ``unroll`` (of the scan over the steps); ``backward`` has
+        no effect. ``truncate`` and ``checkpoint`` raise a ValueError (the
+        Jacobians are forward-mode products, with no backward pass to
+        truncate or checkpoint), and so does a ``method`` other than
+        ``"sequential"``.
+      unroll: passed to :func:`jax.lax.scan`.
+      truncate: None only.
+      checkpoint: None only.
+      backward: accepted, no effect.
+      method: ``"sequential"`` only.
+      method_options: None only.
 
     Returns:
       A :class:`JacobianNorms` ``(to_final [T, *batch], step_singular_values
       [T, *batch, D])``, time axis after the batch axes with ``time_major=False``.
+
+    Raises:
+      TypeError: ``cell`` is not a :class:`~jaxrnn.Cell`, or a keyword is not
+        a scan option.
+      ValueError: ``xs`` has no time step, ``xs``/``carry`` are malformed, or
+        an option other than ``unroll`` and ``backward`` is set.
 
     Example:
       A tanh Elman RNN with W_hh = 0.9·Q, Q orthogonal: tanh' ≤ 1, so every
@@ -416,7 +533,7 @@ def jacobian_norms(
       >>> cell = jaxrnn.elman(4, recurrent_init="orthogonal")
       >>> params = cell.init(jax.random.key(0), 2)
       >>> params = params._replace(w_hh=0.9 * params.w_hh)
-      >>> out = diagnostics.jacobian_norms(cell, params, jnp.ones((6, 2)))
+      >>> out = diagnostics.jacobian_norms(cell, params, jnp.ones((6, 2)), unroll=2)
       >>> bool((out.step_singular_values <= 0.9 + 1e-6).all())
       True
       >>> bool((out.to_final <= 0.9 ** jnp.arange(5, -1, -1) + 1e-6).all())
@@ -426,35 +543,40 @@ def jacobian_norms(
       Pascanu, Mikolov & Bengio, "On the difficulty of training recurrent
       neural networks", ICML 2013.
     """
-    xs, batch_shape, carry0 = _prepare(cell, params, xs, carry, time_major)
+    xs, _, carry0 = _prepare(cell, params, xs, carry, time_major)
+    opts = _options(options, dict(kwargs), xs.shape[0], "jacobian_norms", ("unroll",))
+    return _jacobian_core(cell, opts.unroll, time_major, params, xs, carry0)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _jacobian_core(
+    cell: Cell, unroll: int | bool, time_major: bool, params: Params, xs: Array, carry0: Carry
+) -> JacobianNorms:
+    """:func:`jacobian_norms` on checked, time-major arguments, compiled once per cell."""
+    batch_shape = tuple(xs.shape[1:-1])
     batch_ndim = len(batch_shape)
     flat = _flat(carry0, batch_ndim)
-
-    def compute(params: Params, xs: Array, carry0: Carry) -> tuple[Array, Array]:
-        f = _state_step(cell, params, flat, batch_ndim)
-        eye = jnp.broadcast_to(
-            jnp.eye(flat.size, dtype=flat.dtype), (*batch_shape, flat.size, flat.size)
-        )
-
-        def body(state: Array, x: Array) -> tuple[Array, Array]:
-            return _jvp_columns(f, state, x, eye)
-
-        state0 = flat.ravel(carry0, batch_ndim)
-        _, jacobians = jax.lax.scan(body, state0, xs)  # [T, *batch, D, D]
-
-        def back(product: Array, jac: Array) -> tuple[Array, Array]:
-            # product = ∂s_{T-1}/∂s_t on entry; ∂s_{T-1}/∂s_{t-1} = product @ J_t.
-            return product @ jac, product
-
-        _, products = jax.lax.scan(back, eye, jacobians, reverse=True)
-        to_final = jnp.linalg.svd(products, compute_uv=False)[..., 0]
-        return to_final, jnp.linalg.svd(jacobians, compute_uv=False)
-
-    to_final, singular = jax.jit(compute)(params, xs, carry0)
-    return JacobianNorms(
-        to_final=_time_axis(to_final, batch_ndim, time_major),
-        step_singular_values=_time_axis(singular, batch_ndim, time_major),
+    f = _state_step(cell, params, flat, batch_ndim)
+    eye = jnp.broadcast_to(
+        jnp.eye(flat.size, dtype=flat.dtype), (*batch_shape, flat.size, flat.size)
     )
+
+    def body(state: Array, x: Array) -> tuple[Array, Array]:
+        return _jvp_columns(f, state, x, eye)
+
+    state0 = flat.ravel(carry0, batch_ndim)
+    _, jacobians = jax.lax.scan(body, state0, xs, unroll=unroll)  # [T, *batch, D, D]
+
+    def back(product: Array, jac: Array) -> tuple[Array, Array]:
+        # product = ∂s_{T-1}/∂s_t on entry; ∂s_{T-1}/∂s_{t-1} = product @ J_t.
+        return product @ jac, product
+
+    _, products = jax.lax.scan(back, eye, jacobians, reverse=True)
+    out = JacobianNorms(
+        to_final=jnp.linalg.svd(products, compute_uv=False)[..., 0],
+        step_singular_values=jnp.linalg.svd(jacobians, compute_uv=False),
+    )
+    return from_time_major(out, time_major, batch_ndim)
 
 
 def lyapunov_exponents(
@@ -467,7 +589,9 @@ def lyapunov_exponents(
     burn_in: int = 0,
     key: PRNGKey | None = None,
     time_major: bool = True,
-) -> Array:
+    options: ScanOptions | None = None,
+    **kwargs: Unpack[ScanKwargs],
+) -> Float[Array, "*batch k"]:
     r"""The top-k Lyapunov exponents along the trajectory, by Benettin's QR method.
 
     An orthonormal frame :math:`Q_0 \in \mathbb{R}^{D \times k}` is carried
@@ -490,7 +614,7 @@ def lyapunov_exponents(
     Args:
       cell: any :class:`~jaxrnn.Cell`.
       params: the cell's params.
-      xs: inputs ``[T, *batch, I]`` (``[*batch, T, I]`` with ``time_major=False``).
+      xs: inputs ``[T, *batch, I]`` (``[*batch, T, I]`` with ``time_major=False``), T ≥ 1.
       k: how many exponents, 1 ≤ k ≤ D (the state size, see the module
         docstring); None: all D.
       carry: the initial carry (zeros when None).
@@ -498,12 +622,29 @@ def lyapunov_exponents(
       key: PRNG key of the random initial frame (the same frame for every
         sequence); default ``jax.random.key(0)``.
       time_major: the layout of ``xs``.
+      options: a :class:`jaxrnn.ScanOptions`, so that one record can be
+        passed to every layer; the keywords below override its fields.
+        Honoured: ``unroll`` (of the scan over the steps); ``backward`` has
+        no effect. ``truncate`` and ``checkpoint`` raise a ValueError (the
+        frame is moved by forward-mode products, with no backward pass to
+        truncate or checkpoint), and so does a ``method`` other than
+        ``"sequential"``.
+      unroll: passed to :func:`jax.lax.scan`.
+      truncate: None only.
+      checkpoint: None only.
+      backward: accepted, no effect.
+      method: ``"sequential"`` only.
+      method_options: None only.
 
     Returns:
       ``[*batch, k]``: each sequence's exponents, in descending order.
 
     Raises:
-      ValueError: ``k`` is not in [1, D] or ``burn_in`` not in [0, T).
+      TypeError: ``cell`` is not a :class:`~jaxrnn.Cell`, or a keyword is not
+        a scan option.
+      ValueError: ``k`` is not in [1, D], ``burn_in`` not in [0, T), ``xs``
+        has no time step, or an option other than ``unroll`` and
+        ``backward`` is set.
 
     Example:
       A linear cell h_t = W h_{t-1} + U x_t has exponents log|eig(W)|.
@@ -526,13 +667,14 @@ def lyapunov_exponents(
       networks", 2020 (arXiv:2006.02427).
     """
     xs, batch_shape, carry0 = _prepare(cell, params, xs, carry, time_major)
-    num_steps, batch_ndim = xs.shape[0], len(batch_shape)
-    flat = _flat(carry0, batch_ndim)
+    num_steps = xs.shape[0]
+    opts = _options(options, dict(kwargs), num_steps, "lyapunov_exponents", ("unroll",))
+    size = _flat(carry0, len(batch_shape)).size
     if k is None:
-        k = flat.size
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= flat.size:
+        k = size
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= size:
         raise ValueError(
-            f"k: expected an integer in [1, D={flat.size}] (D: the size of the flattened "
+            f"k: expected an integer in [1, D={size}] (D: the size of the flattened "
             f"carry), got {k!r}"
         )
     if isinstance(burn_in, bool) or not isinstance(burn_in, int) or not 0 <= burn_in < num_steps:
@@ -542,25 +684,41 @@ def lyapunov_exponents(
         )
     if key is None:
         key = jax.random.key(0)
+    return _lyapunov_core(cell, k, burn_in, opts.unroll, params, xs, carry0, key)
 
-    def compute(params: Params, xs: Array, carry0: Carry, key: PRNGKey) -> Array:
-        f = _state_step(cell, params, flat, batch_ndim)
-        frame, _ = jnp.linalg.qr(jax.random.normal(key, (flat.size, k), flat.dtype))
-        frame = jnp.broadcast_to(frame, (*batch_shape, flat.size, k))
 
-        def body(state_frame: tuple[Array, Array], inputs: tuple[Array, Array]) -> Any:
-            (state, frame), (t, x) = state_frame, inputs
-            state, moved = _jvp_columns(f, state, x, frame)
-            frame, r = jnp.linalg.qr(moved)
-            logs = jnp.log(jnp.abs(jnp.diagonal(r, axis1=-2, axis2=-1)))
-            return (state, frame), jnp.where(t >= burn_in, logs, jnp.zeros_like(logs))
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _lyapunov_core(
+    cell: Cell,
+    k: int,
+    burn_in: int,
+    unroll: int | bool,
+    params: Params,
+    xs: Array,
+    carry0: Carry,
+    key: PRNGKey,
+) -> Array:
+    """:func:`lyapunov_exponents` on checked, time-major arguments, compiled once per cell."""
+    num_steps = xs.shape[0]
+    batch_shape = tuple(xs.shape[1:-1])
+    batch_ndim = len(batch_shape)
+    flat = _flat(carry0, batch_ndim)
+    f = _state_step(cell, params, flat, batch_ndim)
+    frame, _ = jnp.linalg.qr(jax.random.normal(key, (flat.size, k), flat.dtype))
+    frame = jnp.broadcast_to(frame, (*batch_shape, flat.size, k))
 
-        inputs = (jnp.arange(num_steps, dtype=jnp.int32), xs)
-        _, logs = jax.lax.scan(body, (flat.ravel(carry0, batch_ndim), frame), inputs)
-        exponents = logs.sum(axis=0) / (num_steps - burn_in)
-        return -jnp.sort(-exponents, axis=-1)
+    def body(state_frame: tuple[Array, Array], inputs: tuple[Array, Array]) -> Any:
+        (state, frame), (t, x) = state_frame, inputs
+        state, moved = _jvp_columns(f, state, x, frame)
+        frame, r = jnp.linalg.qr(moved)
+        logs = jnp.log(jnp.abs(jnp.diagonal(r, axis1=-2, axis2=-1)))
+        return (state, frame), jnp.where(t >= burn_in, logs, jnp.zeros_like(logs))
 
-    return jax.jit(compute)(params, xs, carry0, key)
+    inputs = (jnp.arange(num_steps, dtype=jnp.int32), xs)
+    state0 = flat.ravel(carry0, batch_ndim)
+    _, logs = jax.lax.scan(body, (state0, frame), inputs, unroll=unroll)
+    exponents = logs.sum(axis=0) / (num_steps - burn_in)
+    return -jnp.sort(-exponents, axis=-1)
 
 
 # --------------------------------------------------------------------------- theory
@@ -576,7 +734,7 @@ def _check_matrix(w: Any, name: str, square: bool) -> Array:
     return w
 
 
-def spectral_norm(w: Array) -> Array:
+def spectral_norm(w: Array) -> Float[Array, ""]:
     r"""The largest singular value λ1 = ‖W‖₂ of a matrix.
 
     Pascanu et al.'s bound ‖∂h_t/∂h_k‖ ≤ (λ1·γ)^(t−k) uses λ1 of the recurrent
@@ -600,7 +758,7 @@ def spectral_norm(w: Array) -> Array:
     return jnp.linalg.svd(w, compute_uv=False)[0]
 
 
-def spectral_radius(w: Array) -> Array:
+def spectral_radius(w: Array) -> Float[Array, ""]:
     r"""The largest absolute eigenvalue ρ(W) of a square matrix.
 
     For a linear recurrence h_t = W h_{t-1} + …, ρ < 1 is sufficient for

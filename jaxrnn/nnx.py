@@ -33,7 +33,7 @@ explicitly, ``import jaxrnn.nnx``; ``import jaxrnn`` never imports flax.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -44,10 +44,10 @@ except ImportError as e:  # pragma: no cover - exercised only without flax
     raise ImportError("jaxrnn.nnx needs flax: pip install 'jaxrnn[nnx]'") from e
 
 from jaxrnn._cell import Array, Carry, Cell, PRNGKey, Shape, check_positive_int
+from jaxrnn._checks import ScanKwargs, ScanOptions, check_like, scan_options
 from jaxrnn._elman import elman
 from jaxrnn._gru import gru
 from jaxrnn._lstm import lstm
-from jaxrnn._scan import check_like
 from jaxrnn._stack import Merge, Stack, StackParams, concat, stack
 
 __all__ = ["GRU", "LSTM", "Elman"]
@@ -335,7 +335,8 @@ class _RNN(nnx.Module):
         time_major: bool = False,
         deterministic: bool | None = None,
         rngs: _RngsLike | None = None,
-        **apply_options: Any,
+        options: ScanOptions | None = None,
+        **kwargs: Unpack[ScanKwargs],
     ) -> tuple[Array, Carry]:
         """Run the stack over ``x``: ``(outputs, final_carry)``.
 
@@ -353,8 +354,10 @@ class _RNN(nnx.Module):
             dropout off, False on.
           rngs: overrides where dropout masks come from: an ``nnx.Rngs`` (its
             ``'dropout'`` or default stream), an ``nnx.RngStream`` or a PRNG key.
-          **apply_options: ``unroll``, ``truncate``, ``checkpoint``,
-            ``backward``, passed to :func:`jaxrnn.scan` through the stack.
+          options: a :class:`jaxrnn.ScanOptions`, passed unchanged to
+            :func:`jaxrnn.scan` through the stack.
+          **kwargs: its fields as keywords (``unroll``, ``truncate``,
+            ``checkpoint``, ``backward``, ``method``, ``method_options``).
 
         Returns:
           ``(outputs, final_carry)``: outputs ``[*batch, T, out_features]``
@@ -396,7 +399,7 @@ class _RNN(nnx.Module):
             lengths=lengths,
             key=key,
             time_major=time_major,
-            **apply_options,
+            options=scan_options(options, dict(kwargs)),
         )
         return ys, final
 

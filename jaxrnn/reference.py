@@ -40,19 +40,20 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Float
 
-from jaxrnn._cell import Array, Carry, Cell, Params, activation_derivative
+from jaxrnn._cell import Array, Carry, Cell, Params, activation_derivative, described_spec
+from jaxrnn._checks import check_carry, check_params, check_xs, default_dtype
 from jaxrnn._elman import ElmanParams, ElmanSpec
 from jaxrnn._gru import GRUParams, GRUSpec
 from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec
-from jaxrnn._scan import check_carry, check_xs, default_dtype
 
 __all__ = ["bptt", "forward"]
 
 
 def forward(
-    cell: Cell, params: Params, xs: Array, carry: Carry | None = None
-) -> tuple[Carry, Array]:
+    cell: Cell, params: Params, xs: Float[Array, "T *batch I"], carry: Carry | None = None
+) -> tuple[Carry, Float[Array, "T *batch O"]]:
     """Run ``cell`` over ``xs`` with a plain Python loop: the definition of :func:`jaxrnn.scan`.
 
     Args:
@@ -82,8 +83,12 @@ def forward(
 
 
 def bptt(
-    cell: Cell, params: Params, xs: Array, dys: Array, carry: Carry | None = None
-) -> tuple[Params, Array, Carry]:
+    cell: Cell,
+    params: Params,
+    xs: Float[Array, "T *batch I"],
+    dys: Float[Array, "T *batch O"],
+    carry: Carry | None = None,
+) -> tuple[Params, Float[Array, "T *batch I"], Carry]:
     """Backpropagation through time by the textbook recursion, for the built-in cells.
 
     Computes the vector-Jacobian product of ``ys = jaxrnn.scan(cell, params,
@@ -95,7 +100,8 @@ def bptt(
 
     Args:
       cell: a cell built by :func:`jaxrnn.elman` (with or without output layer),
-        :func:`jaxrnn.lstm` (with or without projection) or :func:`jaxrnn.gru`.
+        :func:`jaxrnn.lstm` (with or without projection) or :func:`jaxrnn.gru`,
+        with its own step (a ValueError for a replaced or wrapped step).
       params: the cell's params.
       xs: ``[T, *batch, I]`` inputs, time-major.
       dys: ``[T, *batch, O]`` upstream gradients ∂L/∂y_t.
@@ -124,7 +130,15 @@ def bptt(
             "cell: the reference BPTT is written out for the cells built by jaxrnn.elman, "
             f"jaxrnn.lstm and jaxrnn.gru; got a cell with spec {cell.spec!r}"
         )
+    if described_spec(cell) is None:
+        raise ValueError(
+            f"cell: its step is not the step of the {type(cell.spec).__name__} it carries (a "
+            "step replaced with cell._replace(step=...) or wrapped), and the reference BPTT "
+            "writes out only the built-in step; differentiate such a cell with jax.vjp of "
+            "jaxrnn.scan"
+        )
     xs = check_xs(xs)
+    check_params(cell, params)
     batch_shape = xs.shape[1:-1]
     carry = check_carry(cell, carry, batch_shape, default_dtype(params, xs))
     _, ys = jax.eval_shape(lambda: forward(cell, params, xs, carry))

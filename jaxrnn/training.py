@@ -38,15 +38,17 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, TextIO
+from typing import Any, Literal, NamedTuple, TextIO, Unpack
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jaxtyping import Float
 
 from jaxrnn import checkpoint as ckpt
 from jaxrnn._cell import Array, Cell, Params, PRNGKey, check_positive_int
+from jaxrnn._checks import ScanKwargs, ScanOptions, scan_options
 from jaxrnn._scan import scan
 from jaxrnn._stack import Stack
 from jaxrnn.tasks import Batch, Task
@@ -107,7 +109,12 @@ class Model(NamedTuple):
 
 
 def readout(
-    rnn: Cell | Stack, output_size: int, *, compute_dtype: Any = None, **scan_options: Any
+    rnn: Cell | Stack,
+    output_size: int,
+    *,
+    compute_dtype: Any = None,
+    options: ScanOptions | None = None,
+    **kwargs: Unpack[ScanKwargs],
 ) -> Model:
     r"""A :class:`Model`: ``rnn`` over time, then ``y_t = W_out h_t + b_out`` at every step.
 
@@ -128,8 +135,11 @@ def readout(
       output_size: O, the size of the outputs.
       compute_dtype: the dtype of the forward computation (e.g.
         ``jnp.bfloat16``); None computes in the params' dtype.
-      **scan_options: passed on to :func:`jaxrnn.scan` or ``Stack.apply``
-        (``truncate``, ``checkpoint``, ``backward``, ``unroll``).
+      options: a :class:`jaxrnn.ScanOptions`, passed on unchanged to
+        :func:`jaxrnn.scan` or ``Stack.apply``.
+      **kwargs: its fields as keywords (``truncate``, ``checkpoint``,
+        ``backward``, ``unroll``, ``method``, ``method_options``), which
+        override the record's.
 
     Returns:
       A :class:`Model` with :class:`ReadoutParams`.
@@ -149,11 +159,14 @@ def readout(
     if not isinstance(rnn, Cell | Stack):
         raise TypeError(f"rnn: expected a jaxrnn.Cell or jaxrnn.Stack, got {type(rnn).__name__}")
 
+    scan_opts = scan_options(options, dict(kwargs))
+
     def run(params: Params, xs: Array, lengths: Array | None, key: PRNGKey | None) -> Array:
         if isinstance(rnn, Stack):
-            options = {**scan_options, "lengths": lengths, "key": key, "time_major": False}
-            return rnn.apply(params, xs, **options)[1]
-        return scan(rnn, params, xs, lengths=lengths, time_major=False, **scan_options)[1]
+            return rnn.apply(
+                params, xs, lengths=lengths, key=key, time_major=False, options=scan_opts
+            )[1]
+        return scan(rnn, params, xs, lengths=lengths, time_major=False, options=scan_opts)[1]
 
     def init(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> ReadoutParams:
         k_rnn, k_out = jax.random.split(key)
@@ -166,10 +179,10 @@ def readout(
 
     def apply(
         params: ReadoutParams,
-        xs: Array,
+        xs: Float[Array, "B T I"],
         lengths: Array | None = None,
         key: PRNGKey | None = None,
-    ) -> Array:
+    ) -> Float[Array, "B T O"]:
         out_dtype = jnp.result_type(params.w_out, jnp.float32)
         if compute_dtype is not None:
             params = jax.tree.map(lambda a: a.astype(compute_dtype), params)

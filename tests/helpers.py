@@ -63,6 +63,41 @@ def numpy_gru(params, h, x):
     return h, h
 
 
+def _input_gates(params, x, parts):
+    g = _affine(x, params.w_ih, params.b_ih)
+    return np.split(g, parts, axis=-1)
+
+
+def numpy_mingru(params, h, x):
+    """minGRU (Feng et al. 2024): z = σ(W_z x + b_z), h = (1 - z) h + z (W_h x + b_h)."""
+    g_z, g_h = _input_gates(params, x, 2)
+    z = _sigmoid(g_z)
+    h = (1 - z) * h + z * g_h
+    return h, h
+
+
+def numpy_minlstm(params, h, x):
+    """minLSTM (Feng et al. 2024): h = f/(f+i) h + i/(f+i) (W_h x + b_h), f, i sigmoids of x."""
+    g_f, g_i, g_h = _input_gates(params, x, 3)
+    f, i = _sigmoid(g_f), _sigmoid(g_i)
+    h = f / (f + i) * h + i / (f + i) * g_h
+    return h, h
+
+
+def numpy_lru(params, carry, x):
+    """LRU (Orvieto et al. 2023) with complex numpy: h = Λ h + γ B x, y = Re(C h) + D x.
+
+    The carry is ``[Re h, Im h]``.
+    """
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    size = p.nu_log.shape[0]
+    h = carry[..., :size] + 1j * carry[..., size:]
+    lam = np.exp(-np.exp(p.nu_log) + 1j * np.exp(p.theta_log))
+    h = lam * h + np.exp(p.gamma_log) * (x @ (p.w_ih + 1j * p.w_ih_im).T)
+    y = np.real(h @ (p.w_out + 1j * p.w_out_im).T) + p.d * x
+    return np.concatenate([h.real, h.imag], axis=-1), y
+
+
 _identity = lambda x: x  # noqa: E731
 
 CELLS = [
@@ -89,7 +124,25 @@ CELLS = [
     CellCase("gru_orthogonal", lambda: jaxrnn.gru(5, recurrent_init="orthogonal"), numpy_gru),
 ]
 CELL_IDS = [case.name for case in CELLS]
+# The cells linear in their carry (method="associative"); not in CELLS, whose cells
+# every fused-path and reference-BPTT test takes.
+LINEAR_CELLS = [
+    CellCase("mingru", lambda: jaxrnn.mingru(5), numpy_mingru),
+    CellCase("minlstm", lambda: jaxrnn.minlstm(5), numpy_minlstm),
+    CellCase("lru", lambda: jaxrnn.lru(5, r_min=0.5), numpy_lru),
+]
+LINEAR_IDS = [case.name for case in LINEAR_CELLS]
 INPUT_SIZE = 3
+
+
+def wrap_step(cell: jaxrnn.Cell, scale: float = 0.5) -> jaxrnn.Cell:
+    """``cell`` whose step is a user's wrapper: the input scaled by ``scale``, then the step."""
+    step = cell.step
+
+    def wrapped(params, carry, x):
+        return step(params, carry, scale * x)
+
+    return cell._replace(step=wrapped)
 
 
 def random_carry(cell: jaxrnn.Cell, key: jax.Array, batch_shape=(), dtype=jnp.float32):
@@ -103,12 +156,13 @@ def random_carry(cell: jaxrnn.Cell, key: jax.Array, batch_shape=(), dtype=jnp.fl
     )
 
 
-def reference_scan(cell, params, xs, *, carry, lengths=None, reverse=False):
+def reference_scan(cell, params, xs, *, carry, lengths=None, reverse=False, truncate=None):
     """``jaxrnn.scan`` written as the specification: one Python loop per sequence.
 
     ``xs`` is time-major ``[T, B, I]``; each sequence is run on its own valid
     steps only, reversed within its length when ``reverse``; outputs past a
-    length are zero.
+    length are zero. With ``truncate=k`` the carry's gradient is stopped
+    before every k-th step of each sequence's processing order (BPTT(k)).
     """
     num_steps, batch = xs.shape[0], xs.shape[1]
     lengths = np.full(batch, num_steps) if lengths is None else np.asarray(lengths)
@@ -117,7 +171,9 @@ def reference_scan(cell, params, xs, *, carry, lengths=None, reverse=False):
         c = jax.tree.map(lambda a, b=b: a[b], carry)
         steps = range(int(lengths[b]))
         out = [None] * num_steps
-        for t in reversed(steps) if reverse else steps:
+        for i, t in enumerate(reversed(steps) if reverse else steps):
+            if truncate is not None and i > 0 and i % truncate == 0:
+                c = jax.lax.stop_gradient(c)
             c, out[t] = cell.step(params, c, xs[t, b])
         y_size = jax.eval_shape(cell.step, params, c, xs[0, b])[1].shape
         ys.append(jnp.stack([jnp.zeros(y_size, xs.dtype) if o is None else o for o in out]))

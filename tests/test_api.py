@@ -1,9 +1,15 @@
 """The public surface is pinned, documented, and the core never imports torch."""
 
+import inspect
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jaxtyping
+import pytest
 
 import jaxrnn
 import jaxrnn.interop
@@ -17,6 +23,8 @@ PUBLIC = {
     "ElmanSpec",
     "GRUParams",
     "GRUSpec",
+    "InitFn",
+    "InitialCarryFn",
     "LSTMCarry",
     "LSTMParams",
     "LSTMSpec",
@@ -25,8 +33,11 @@ PUBLIC = {
     "LinearSpec",
     "MinGRUParams",
     "MinLSTMParams",
+    "ScanOptions",
+    "Spec",
     "Stack",
     "StackParams",
+    "StepFn",
     "TBPTT",
     "TBPTTState",
     "__version__",
@@ -87,3 +98,23 @@ def test_the_readme_examples_run():
         exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["out"].shape == (32, 100, 128)  # the PyTorch block
     assert namespace["dxs"].shape == (20, 4, 2)  # the BPTT block
+
+
+def test_array_annotations_are_checked_under_pytest_and_free_outside():
+    cell = jaxrnn.gru(2)
+    params = cell.init(jax.random.key(0), 3)
+    xs = jnp.ones((4, 5, 3))  # [T, B, I]
+    # Integer cotangents: the BPTT itself would run on them; ``dys: Float[...]`` refuses them.
+    with pytest.raises(jaxtyping.TypeCheckError, match="parameter 'dys'"):
+        jaxrnn.reference.bptt(cell, params, xs, jnp.ones((4, 5, 2), jnp.int32))
+    # ``T`` is bound by ``xs``: ``dys`` of 3 steps contradicts it before the body runs.
+    with pytest.raises(jaxtyping.TypeCheckError, match="T=4"):
+        jaxrnn.reference.bptt(cell, params, xs, jnp.ones((3, 5, 2)))
+    assert inspect.unwrap(jaxrnn.reference.bptt) is not jaxrnn.reference.bptt
+    # Outside pytest the same functions are the plain ones: no wrapper, no check.
+    code = (
+        "import jaxrnn\n"
+        "assert not hasattr(jaxrnn.reference.bptt, '__wrapped__')\n"
+        "assert not hasattr(jaxrnn.gru(2).step, '__wrapped__')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

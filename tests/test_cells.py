@@ -1,4 +1,9 @@
-"""One suite run over every built-in cell: the Cell contract and the cell equations."""
+"""One suite run over every built-in cell: the Cell contract and the cell equations.
+
+The cells linear in their carry (minGRU, minLSTM, LRU) run the same suite
+(``LINEAR_CELLS``): they are kept out of ``CELLS``, which the fused-path and
+reference-BPTT suites take as theirs.
+"""
 
 import functools
 
@@ -9,12 +14,16 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxrnn
-from tests.helpers import CELL_IDS, CELLS, INPUT_SIZE, random_carry
+from tests.helpers import CELL_IDS, CELLS, INPUT_SIZE, LINEAR_CELLS, LINEAR_IDS, random_carry
 
 BATCH_SHAPES = [(), (3,), (2, 3)]
 
 
-@pytest.fixture(params=CELLS, ids=CELL_IDS)
+SUITE = CELLS + LINEAR_CELLS
+SUITE_IDS = CELL_IDS + LINEAR_IDS
+
+
+@pytest.fixture(params=SUITE, ids=SUITE_IDS)
 def case(request):
     return request.param
 
@@ -126,7 +135,7 @@ def test_a_second_call_does_not_retrace(case):
 
 
 # Variants that differ only in their initialisation share the step of their base cell.
-GRAD_CELLS = [c for c in CELLS if not c.name.endswith(("chrono", "orthogonal"))]
+GRAD_CELLS = [c for c in SUITE if not c.name.endswith(("chrono", "orthogonal"))]
 
 
 @pytest.mark.parametrize("case", GRAD_CELLS, ids=[c.name for c in GRAD_CELLS])

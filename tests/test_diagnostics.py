@@ -243,6 +243,219 @@ def test_user_cell_one_pass_equals_separate_grads(with_readout):
     assert (got[0][-1] > 0).all() if with_readout else (got[0][-1] == 0).all()
 
 
+# ---------------------------------------------------------------- compiled once
+
+
+def _counting(cell):
+    """``cell`` with its step wrapped to count traces (a Python side effect runs only then)."""
+    traces = [0]
+
+    def step(params, carry, x):
+        traces[0] += 1
+        return cell.step(params, carry, x)
+
+    return cell._replace(step=step), traces
+
+
+@pytest.mark.parametrize("function", ["carry_grad_norms", "jacobian_norms", "lyapunov_exponents"])
+def test_repeated_eager_calls_trace_the_step_once(function):
+    cell, traces = _counting(jaxrnn.lstm(3))
+    params = cell.init(jax.random.key(0), INPUT_SIZE, F64)
+    xs = jax.random.normal(jax.random.key(1), (T, B, INPUT_SIZE), F64)
+    loss = _loss(jax.random.key(3), (T, B, 3))
+    lengths = jnp.array([T, 2])
+    run = {
+        "carry_grad_norms": lambda: diagnostics.carry_grad_norms(
+            cell, params, xs, loss, lengths=lengths, readout=_read_h
+        ),
+        "jacobian_norms": lambda: diagnostics.jacobian_norms(cell, params, xs),
+        "lyapunov_exponents": lambda: diagnostics.lyapunov_exponents(cell, params, xs, k=2),
+    }[function]
+    first = run()
+    after_first = traces[0]
+    assert after_first > 0
+    for _ in range(2):
+        again = run()
+        for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(first), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert traces[0] == after_first
+
+
+def _read_h(params, carry):
+    return carry.h
+
+
+# ---------------------------------------------------------------- options, padding, edges
+
+
+def _truncated_norms(a, hidden, steps, k, lengths, last_only):
+    """‖∂L/∂h_t‖ of BPTT(k) for h_t = a h_{t-1} + W_ih x_t, y_t = h_t, in closed form.
+
+    The gradient through the carry is cut before every step t with t % k == 0 (t > 0), so
+    h_t reaches the outputs y_s of its own chunk only, s = t, …, e (e the chunk's last
+    valid step): ∂L/∂h_t = Σ_s a^{s-t} ∂L/∂y_s. ``last_only``: L = Σ y_{T-1}, else Σ_s Σ y_s.
+    """
+    out = np.zeros((steps, len(lengths)))
+    for b, length in enumerate(lengths):
+        for t in range(length):
+            end = min((t // k + 1) * k, length) - 1
+            targets = [steps - 1] if last_only else range(t, end + 1)
+            out[t, b] = sum(a ** (s - t) for s in targets if t <= s <= end) * np.sqrt(hidden)
+    return out
+
+
+@pytest.mark.parametrize("last_only", [True, False], ids=["loss_at_last_step", "loss_at_all"])
+def test_truncate_gives_the_norms_truncated_bptt_sees(last_only):
+    a, H, steps, k = 0.7, 4, 10, 4
+    cell, params = _linear_elman(a * jnp.eye(H, dtype=F64))
+    xs = jax.random.normal(jax.random.key(1), (steps, 3, 2), F64)
+    lengths = [steps, 7, 3]
+
+    def loss(ys):
+        return ys[-1].sum() if last_only else ys.sum()
+
+    got = diagnostics.carry_grad_norms(
+        cell, params, xs, loss, lengths=jnp.array(lengths), truncate=k
+    )
+    want = _truncated_norms(a, H, steps, k, lengths, last_only)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+    assert (got[:8, 0] == 0).all() if last_only else (got[3, :2] == np.sqrt(H)).all()
+    # truncate >= T is full BPTT; the record and the keyword are the same option.
+    full = diagnostics.carry_grad_norms(cell, params, xs, loss, lengths=jnp.array(lengths))
+    whole = jaxrnn.ScanOptions(truncate=steps)
+    np.testing.assert_array_equal(
+        diagnostics.carry_grad_norms(
+            cell, params, xs, loss, lengths=jnp.array(lengths), options=whole
+        ),
+        full,
+    )
+
+
+def test_checkpoint_and_unroll_give_the_same_norms_and_are_honoured():
+    cell = jaxrnn.lstm(3)
+    params = cell.init(jax.random.key(0), INPUT_SIZE, F64)
+    steps = 7
+    xs = jax.random.normal(jax.random.key(1), (B, steps, INPUT_SIZE), F64)
+    loss = _loss(jax.random.key(3), (B, steps, 3))
+    kw = dict(lengths=jnp.array([steps, 4]), time_major=False)
+    plain = diagnostics.carry_grad_norms(cell, params, xs, loss, **kw)
+    for options in (
+        jaxrnn.ScanOptions(checkpoint=3),  # 3 does not divide 7: a shorter last chunk
+        jaxrnn.ScanOptions(checkpoint=3, unroll=2, backward="autodiff"),
+    ):
+        got = diagnostics.carry_grad_norms(cell, params, xs, loss, options=options, **kw)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(plain), strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-13, atol=1e-15)
+    program = str(
+        jax.make_jaxpr(
+            lambda p: diagnostics.carry_grad_norms(cell, p, xs, loss, checkpoint=3, unroll=2, **kw)
+        )(params)
+    )
+    assert "remat" in program and "unroll=2" in program
+    assert "remat" not in str(
+        jax.make_jaxpr(lambda p: diagnostics.carry_grad_norms(cell, p, xs, loss, **kw))(params)
+    )
+
+
+def test_nan_in_padding_reaches_no_norm():
+    cell = jaxrnn.lstm(3)
+    params = cell.init(jax.random.key(0), INPUT_SIZE, F64)
+    xs = jax.random.normal(jax.random.key(1), (T, B, INPUT_SIZE), F64)
+    lengths = jnp.array([T, 2])
+    loss = _loss(jax.random.key(3), (T, B, 3))
+    clean = diagnostics.carry_grad_norms(cell, params, xs.at[2:, 1].set(0.0), loss, lengths=lengths)
+    dirty = diagnostics.carry_grad_norms(
+        cell, params, xs.at[2:, 1].set(jnp.nan).at[3, 1, 0].set(jnp.inf), loss, lengths=lengths
+    )
+    for d, c in zip(jax.tree.leaves(dirty), jax.tree.leaves(clean), strict=True):
+        assert np.isfinite(d).all()
+        np.testing.assert_array_equal(d, c)
+        assert (d[2:, 1] == 0).all() and (d[0] > 0).all()
+
+
+def test_lengths_outside_the_range_act_as_the_nearest_end_under_jit():
+    cell = jaxrnn.gru(3)
+    params = cell.init(jax.random.key(0), INPUT_SIZE, F64)
+    xs = jax.random.normal(jax.random.key(1), (T, B, INPUT_SIZE), F64)
+    loss = _loss(jax.random.key(3), (T, B, 3))
+    norms = jax.jit(lambda n: diagnostics.carry_grad_norms(cell, params, xs, loss, lengths=n))
+    np.testing.assert_array_equal(
+        norms(jnp.array([T + 3, -2])),
+        diagnostics.carry_grad_norms(cell, params, xs, loss, lengths=jnp.array([T, 0])),
+    )
+
+
+def test_a_replaced_step_is_honoured_like_a_user_cell():
+    builtin = jaxrnn.lstm(3)
+    params = builtin.init(jax.random.key(0), INPUT_SIZE, F64)
+
+    def noisy_step(params, carry, x):  # another input transform: 2 x instead of x
+        return builtin.step(params, carry, 2.0 * x)
+
+    replaced = builtin._replace(step=noisy_step)
+    user = jaxrnn.Cell(builtin.init, builtin.initial_carry, noisy_step)
+    xs = jax.random.normal(jax.random.key(1), (T, B, INPUT_SIZE), F64)
+    loss = _loss(jax.random.key(3), (T, B, 3))
+    got = {}
+    for readout in (None, _read_h):
+        got[readout] = diagnostics.carry_grad_norms(replaced, params, xs, loss, readout=readout)
+        want = diagnostics.carry_grad_norms(user, params, xs, loss, readout=readout)
+        for g, w in zip(jax.tree.leaves(got[readout]), jax.tree.leaves(want), strict=True):
+            np.testing.assert_array_equal(g, w)
+    # Not the built-in cell's numbers: its spec describes another step.
+    assert not np.allclose(
+        got[_read_h].h, diagnostics.carry_grad_norms(builtin, params, xs, loss).h
+    )
+    # Without a readout, nothing reaches the final carry (y_{T-1} is the step's own output).
+    assert (got[None].h[-1] == 0).all() and (got[_read_h].h[-1] > 0).all()
+    np.testing.assert_array_equal(
+        diagnostics.jacobian_norms(replaced, params, xs).to_final,
+        diagnostics.jacobian_norms(user, params, xs).to_final,
+    )
+
+
+def test_options_that_do_not_apply_raise_and_name_the_field():
+    cell = jaxrnn.gru(3)
+    params = cell.init(jax.random.key(0), 2, F64)
+    xs = jnp.ones((T, B, 2), F64)
+    with pytest.raises(ValueError, match=r"method: carry_grad_norms follows the cell's step one"):
+        diagnostics.carry_grad_norms(cell, params, xs, jnp.sum, method="deer")
+    parallel = jaxrnn.ScanOptions(method="associative")
+    with pytest.raises(ValueError, match=r"method: jacobian_norms .*got method='associative'"):
+        diagnostics.jacobian_norms(cell, params, xs, options=parallel)
+    with pytest.raises(ValueError, match=r"truncate: not an option of jacobian_norms.*truncate=2"):
+        diagnostics.jacobian_norms(cell, params, xs, truncate=2)
+    with pytest.raises(ValueError, match=r"checkpoint: not an option of lyapunov_exponents"):
+        diagnostics.lyapunov_exponents(cell, params, xs, options=jaxrnn.ScanOptions(checkpoint=2))
+    with pytest.raises(TypeError, match=r"reverse: not an option of jaxrnn.scan"):
+        diagnostics.carry_grad_norms(cell, params, xs, jnp.sum, reverse=True)
+    with pytest.raises(ValueError, match=r"unroll: expected a positive integer"):
+        diagnostics.lyapunov_exponents(cell, params, xs, unroll=0)
+    # One record for every layer: backward is accepted and changes nothing, unroll is honoured.
+    record = jaxrnn.ScanOptions(unroll=2, backward="autodiff")
+    np.testing.assert_allclose(
+        diagnostics.lyapunov_exponents(cell, params, xs, options=record),
+        diagnostics.lyapunov_exponents(cell, params, xs),
+        rtol=1e-13,
+    )
+    np.testing.assert_allclose(
+        diagnostics.jacobian_norms(cell, params, xs, options=record).to_final,
+        diagnostics.jacobian_norms(cell, params, xs).to_final,
+        rtol=1e-13,
+    )
+
+
+@pytest.mark.parametrize("function", ["carry_grad_norms", "jacobian_norms", "lyapunov_exponents"])
+@pytest.mark.parametrize("time_major", [True, False])
+def test_zero_steps_raise_naming_xs(function, time_major):
+    cell = jaxrnn.gru(3)
+    params = cell.init(jax.random.key(0), 2, F64)
+    xs = jnp.ones((0, B, 2) if time_major else (B, 0, 2), F64)
+    args = (jnp.sum,) if function == "carry_grad_norms" else ()
+    with pytest.raises(ValueError, match=r"xs: expected at least one time step \(T >= 1"):
+        getattr(diagnostics, function)(cell, params, xs, *args, time_major=time_major)
+
+
 # ---------------------------------------------------------------- theory helpers
 
 

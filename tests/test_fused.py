@@ -143,13 +143,17 @@ def test_which_cells_take_the_fused_path():
 
     def fused(cell, dtype=jnp.float32):
         params = cell.init(jax.random.key(0), 3, dtype)
-        return _fused.supports(cell, params, x.astype(dtype), cell.initial_carry((2,), dtype))
+        carry = cell.initial_carry((2,), dtype)
+        return _fused.rules_for(cell, params, x.astype(dtype), carry) is not None
 
     assert fused(jaxrnn.lstm(4)) and fused(jaxrnn.gru(4)) and fused(jaxrnn.elman(4, output_size=1))
     assert fused(jaxrnn.lstm(4), jnp.float64)
     assert not fused(jaxrnn.lstm(4, proj_size=2))
     assert not fused(jaxrnn.lstm(4), jnp.bfloat16)
     assert not fused(jaxrnn.clip_carry_grad(jaxrnn.lstm(4), 1.0))
+    lstm = jaxrnn.lstm(4)
+    assert not fused(lstm._replace(step=lambda p, c, x: lstm.step(p, c, x)))  # a replaced step
+    assert fused(lstm._replace(init=lstm.init))  # other fields: still the built-in step
 
 
 def test_bad_backward_option():

@@ -9,6 +9,8 @@ import pytest
 
 import jaxrnn
 from jaxrnn import _parallel
+from jaxrnn._checks import METHODS
+from jaxrnn._sequential import sequential_scan
 from tests.helpers import random_carry, vjp_all
 
 T, B, I = 8, 3, 2
@@ -60,7 +62,7 @@ _REVERSE = {
 CASES = [
     (name, method, _REVERSE[name])
     for name in (*_NONLINEAR, *_LINEAR)
-    for method in (("deer", "quasi-deer") if name in _NONLINEAR else _parallel.METHODS[1:])
+    for method in (("deer", "quasi-deer") if name in _NONLINEAR else METHODS[1:])
 ]
 _SEQUENTIAL_CACHE: dict = {}
 _SEQUENTIAL_COTANGENTS: dict = {}
@@ -153,28 +155,36 @@ def test_deer_reaches_the_sequential_trajectory_in_at_most_T_iterations():
     iterations = {}
     for quasi in (False, True):
         _, ys, info = jaxrnn.deer(cell, params, xs, carry=carry, quasi=quasi, tol=1e-14)
-        iterations[quasi] = int(info.iterations)
-        assert 1 <= iterations[quasi] <= T
-        assert float(info.residual) < 1e-10
+        assert info.iterations.shape == info.residual.shape == info.converged.shape == (B,)
+        assert info.iterations.dtype == jnp.int32 and info.converged.dtype == jnp.bool_
+        iterations[quasi] = np.asarray(info.iterations)
+        assert (iterations[quasi] >= 1).all() and (iterations[quasi] <= T).all()
+        assert float(info.residual.max()) < 1e-10 and info.converged.tolist() == [True] * B
         np.testing.assert_allclose(ys, want, atol=1e-10)
     # Newton (exact Jacobians) needs no more iterations than quasi-Newton.
-    assert iterations[False] <= iterations[True]
-    # A cap below T is honoured; the info says it did not converge.
-    _, _, info = jaxrnn.deer(cell, params, xs, carry=carry, max_iters=2)
-    assert int(info.iterations) == 2 and float(info.residual) > 1e-3
+    assert (iterations[False] <= iterations[True]).all()
+    # A cap below T is honoured; the info says it did not converge, with a residual to match.
+    _, _, info = jaxrnn.deer(cell, params, xs, carry=carry, max_iters=2, throw=False)
+    assert info.iterations.tolist() == [2, 2, 2] and info.converged.tolist() == [False] * B
+    assert float(info.residual.min()) > 1e-3
+
+
+_GRU = jaxrnn.gru(3)  # one cell (one step function) for the tests that can share compilations
 
 
 def test_damped_deer_reaches_the_same_fixed_point():
     """ELK damping in the Newton loop (the diagonal variant's step is tested below)."""
-    cell = jaxrnn.gru(3)
+    cell = _GRU
     params, carry, xs = _setup(cell)
     reverse = _REVERSE["gru"]
     _, ys, info = jaxrnn.deer(
         cell, params, xs, carry=carry, lengths=jnp.array(LENGTHS), reverse=reverse, damping=0.01
     )
-    # Damping gives up exactness after T iterations: it is only close to the fixed point.
-    assert int(info.iterations) <= T and float(info.residual) < 1e-6
-    np.testing.assert_allclose(ys, _sequential("gru", reverse)[0][1], atol=1e-6)
+    # Damping gives up exactness after T iterations; here it still converges within T.
+    assert info.converged.tolist() == [True] * B
+    assert (info.iterations <= T).all() and float(info.residual.max()) < 1e-9
+    assert int(info.iterations[2]) == 1  # the empty sequence is exact at once
+    np.testing.assert_allclose(ys, _sequential("gru", reverse)[0][1], atol=1e-8)
 
 
 @pytest.mark.parametrize("algebra", ["dense", "diagonal"])
@@ -207,6 +217,176 @@ def test_a_damped_step_solves_its_least_squares_problem(algebra):
     elk_step = jax.jit(_parallel._elk_step, static_argnums=(0, 4))
     got = elk_step(alg, *map(jnp.asarray, (jac_arg, u, guess)), damping, jnp.asarray(valid))
     np.testing.assert_allclose(got[:, 0].reshape(-1), want, atol=1e-12)
+
+
+# --- convergence, judged sequence by sequence -----------------------------------------------------
+
+
+def _diverging_elman():
+    """An Elman cell without a squashing activation and with large recurrent weights: its
+    float32 trajectory overflows to Inf (then NaN) within a few steps."""
+    cell = jaxrnn.elman(4, activation="identity")
+    params = cell.init(jax.random.key(0), I, jnp.float32)
+    params = params._replace(w_hh=1000.0 * params.w_hh)
+    xs = jax.random.normal(jax.random.key(1), (20, B, I), jnp.float32)
+    return cell, params, xs
+
+
+def test_a_diverging_cell_raises_by_default_and_never_reads_as_converged():
+    cell, params, xs = _diverging_elman()
+    assert not bool(jnp.isfinite(jaxrnn.scan(cell, params, xs)[1]).all())
+    with pytest.raises(RuntimeError, match=r"^DEER did not converge: 3 of 3 sequences") as raised:
+        jaxrnn.deer(cell, params, xs)
+    message = str(raised.value)
+    for text in (
+        "(the first at batch index 0)",
+        "tol=1e-05",
+        "max_iters=20 iterations (T=20)",
+        "3 of them have a NaN or Inf residual",
+        "damping > 0",
+        "a larger max_iters",
+        "method='sequential'",
+        "throw=False",
+    ):
+        assert text in message
+    # Under jit: a runtime error with the same text, when the computation runs.
+    run = jax.jit(lambda p, x: jaxrnn.scan(cell, p, x, method="deer")[1])
+    expected = r"DEER did not converge: 3 of 3 sequences .* NaN or Inf"
+    with pytest.raises(RuntimeError, match=expected):
+        jax.block_until_ready(run(params, xs))
+    # throw=False: no error; the info says not converged, with a NaN residual (never 0).
+    _, _, info = jaxrnn.deer(cell, params, xs, throw=False)
+    assert info.converged.tolist() == [False] * B and info.iterations.tolist() == [20] * B
+    assert bool(jnp.isnan(info.residual).all())
+    _, ys = jaxrnn.scan(
+        cell, params, xs, method="deer", method_options=jaxrnn.DEEROptions(throw=False)
+    )
+    assert ys.shape == (20, B, 4)
+
+
+@pytest.mark.parametrize(
+    ("quasi", "damping"), [(False, 0.0), (True, 0.0), (False, 0.01)], ids=["deer", "quasi", "elk"]
+)
+def test_a_nan_in_one_sequence_leaves_the_others_right(quasi, damping):
+    """The batch's Newton systems are independent: sequence 1 never converges, 0 and 2 do."""
+    cell, reverse, lengths = _GRU, _REVERSE["gru"], jnp.array(LENGTHS)
+    params, carry, xs = _setup(cell)
+    xs = xs.at[2, 1, 0].set(jnp.nan)  # a valid step of sequence 1 (length 4)
+    _, want = jaxrnn.scan(cell, params, xs, carry=carry, lengths=lengths, reverse=reverse)
+    kwargs = {"carry": carry, "lengths": lengths, "reverse": reverse, "quasi": quasi}
+    final, ys, info = jaxrnn.deer(cell, params, xs, damping=damping, throw=False, **kwargs)
+    assert info.converged.tolist() == [True, False, True]
+    assert bool(jnp.isnan(info.residual[1])) and int(info.iterations[1]) == T
+    assert float(jnp.maximum(info.residual[0], info.residual[2])) < 1e-9
+    assert int(info.iterations[0]) < T or quasi or damping  # Newton stops early on sequence 0
+    np.testing.assert_allclose(ys[:, 0], want[:, 0], atol=1e-8)
+    np.testing.assert_array_equal(ys[:, 2], 0)
+    np.testing.assert_array_equal(final[2], carry[2])
+    assert bool(jnp.isnan(ys[:3, 1]).all())  # reverse: steps 2, 1, 0 follow the NaN
+    with pytest.raises(
+        RuntimeError,
+        match=r"did not converge: 1 of 3 sequences \(the first at batch index 1\) have not",
+    ):
+        jaxrnn.deer(cell, params, xs, damping=damping, **kwargs)
+
+
+def test_scan_with_too_few_deer_iterations_raises_by_default():
+    """A GRU over T=30 steps in 2 iterations: eagerly, under jit, vmap and grad."""
+    cell, steps = _GRU, 30
+    params = cell.init(jax.random.key(0), I, jnp.float64)
+    xs = jax.random.normal(jax.random.key(1), (steps, B, I), jnp.float64)
+    opts = jaxrnn.DEEROptions(max_iters=2)
+
+    def run(p, x, method="deer", options=opts):
+        return jaxrnn.scan(cell, p, x, method=method, method_options=options)[1]
+
+    for method, name in (("deer", "DEER"), ("quasi-deer", "quasi-DEER")):
+        with pytest.raises(
+            RuntimeError,
+            match=rf"^{name} did not converge: 3 of 3 sequences .* max_iters=2 iterations \(T=30\)",
+        ):
+            run(params, xs, method)
+    expected = r"DEER did not converge: 3 of 3 sequences .* tol=1e-10"
+    with pytest.raises(RuntimeError, match=expected):
+        jax.block_until_ready(jax.jit(run)(params, xs))
+    with pytest.raises(RuntimeError, match=expected):  # one sequence per call, one check
+        jax.block_until_ready(jax.vmap(run, in_axes=(None, 1), out_axes=1)(params, xs))
+    with pytest.raises(RuntimeError, match="DEER did not converge"):
+        jax.grad(lambda p: run(p, xs).sum())(params)
+    # throw=False returns the unconverged result as it is.
+    ys = run(params, xs, options=opts._replace(throw=False))
+    assert float(jnp.abs(ys - jaxrnn.scan(cell, params, xs)[1]).max()) > 1e-3
+
+
+def test_quasi_deer_backward_raises_when_its_adjoint_does_not_converge():
+    """Tiny inputs: the forward iterations pass the (relative) test at once, while the adjoint,
+    of order 1, needs more quasi-Newton iterations than max_iters."""
+    cell = jaxrnn.elman(
+        3, use_bias=False, recurrent_init=lambda k, s, d: 0.9 * jax.random.normal(k, s, d)
+    )
+    params = cell.init(jax.random.key(0), I, jnp.float64)
+    xs = 1e-7 * jax.random.normal(jax.random.key(1), (12, 2, I), jnp.float64)
+    _, _, info = jaxrnn.deer(cell, params, xs, quasi=True, max_iters=3, tol=1e-4)
+    assert info.converged.tolist() == [True, True]
+
+    def loss(p, **options):
+        opts = jaxrnn.DEEROptions(**options)
+        return jaxrnn.scan(cell, p, xs, method="quasi-deer", method_options=opts)[1].sum()
+
+    with pytest.raises(
+        RuntimeError,
+        match=r"quasi-DEER's backward pass did not converge: .* 2 of 2 sequences .* "
+        r"tol=0.0001 after max_iters=3 iterations",
+    ):
+        jax.block_until_ready(jax.grad(loss)(params, tol=1e-4, max_iters=3))
+    jax.block_until_ready(jax.grad(loss)(params, tol=1e-4, max_iters=3, throw=False))  # no check
+    want = jax.grad(lambda p: jaxrnn.scan(cell, p, xs)[1].sum())(params)
+    assert _max_error(jax.grad(loss)(params), want) < 1e-8  # the defaults: converged, exact
+
+
+def _grid_cell():
+    """A user cell whose input at one step is a [2, 3] grid: two feature axes."""
+
+    def init(key, input_size=None, dtype=jnp.float64):
+        k_w, k_u = jax.random.split(key)
+        return {
+            "w": 0.5 * jax.random.normal(k_w, (2, 2), dtype),
+            "u": jax.random.normal(k_u, (2, 3), dtype),
+        }
+
+    def initial_carry(batch_shape=(), dtype=jnp.float64):
+        return jnp.zeros((*batch_shape, 2), dtype)
+
+    def step(params, h, x):
+        h = jnp.tanh(h @ params["w"] + jnp.einsum("...ij,ij->...i", x, params["u"]))
+        return h, jnp.stack([h, -h], axis=-1)  # a [2, 2] output per step
+
+    return jaxrnn.Cell(init, initial_carry, step)
+
+
+def test_deer_with_several_feature_axes():
+    cell = _grid_cell()
+    params = cell.init(jax.random.key(0))
+    xs = jax.random.normal(jax.random.key(1), (T, B, 2, 3), jnp.float64)
+    carry, lengths = cell.initial_carry((B,)), jnp.array(LENGTHS)
+    want = sequential_scan(cell.step, params, xs, carry, lengths, True)
+    options = jaxrnn.ScanOptions(method="deer")
+    got = _parallel.parallel_scan(
+        cell, params, xs, carry, lengths, True, options, num_feature_axes=2
+    )
+    assert got[1].shape == (T, B, 2, 2) and _max_error(got, want) < 1e-10
+    final, ys, info = jaxrnn.deer(
+        cell,
+        params,
+        jnp.moveaxis(xs, 0, 1),
+        lengths=lengths,
+        reverse=True,
+        time_major=False,
+        num_feature_axes=2,
+        quasi=True,
+    )
+    assert info.converged.shape == (B,) and bool(info.converged.all())
+    assert _max_error((final, jnp.moveaxis(ys, 1, 0)), want) < 1e-8
 
 
 # --- the linear cells against numpy ------------------------------------------------------------
@@ -322,7 +502,7 @@ def test_errors_name_the_argument():
 def test_zero_steps_and_vmap_and_jit():
     cell = jaxrnn.mingru(3)
     params, carry, xs = _setup(cell)
-    for method in _parallel.METHODS[1:]:
+    for method in METHODS[1:]:
         final, ys = jaxrnn.scan(cell, params, xs[:0], carry=carry, method=method)
         assert ys.shape == (0, B, 3)
         np.testing.assert_array_equal(final, carry)
