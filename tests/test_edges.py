@@ -25,15 +25,15 @@ from jaxrnn._checks import ScanKwargs
 from tests.helpers import random_carry, reference_scan, vjp_all, wrap_step
 
 I = 3
-BUILT_IN = {
-    "elman": lambda: jaxrnn.elman(4),
-    "elman_output": lambda: jaxrnn.elman(4, output_size=2),
-    "lstm": lambda: jaxrnn.lstm(4),
-    "lstm_proj": lambda: jaxrnn.lstm(4, proj_size=2),
-    "gru": lambda: jaxrnn.gru(4),
-    "mingru": lambda: jaxrnn.mingru(4),
-    "minlstm": lambda: jaxrnn.minlstm(4),
-    "lru": lambda: jaxrnn.lru(4, r_min=0.5),
+BUILT_IN = {  # hidden size 4 unless told
+    "elman": lambda h=4: jaxrnn.elman(h),
+    "elman_output": lambda h=4: jaxrnn.elman(h, output_size=2),
+    "lstm": lambda h=4: jaxrnn.lstm(h),
+    "lstm_proj": lambda h=4: jaxrnn.lstm(h, proj_size=2),
+    "gru": lambda h=4: jaxrnn.gru(h),
+    "mingru": lambda h=4: jaxrnn.mingru(h),
+    "minlstm": lambda h=4: jaxrnn.minlstm(h),
+    "lru": lambda h=4: jaxrnn.lru(h, r_min=0.5),
 }
 LINEAR = ("mingru", "minlstm", "lru")
 FACTORIES = [jaxrnn.elman, jaxrnn.lstm, jaxrnn.gru, jaxrnn.mingru, jaxrnn.minlstm, jaxrnn.lru]
@@ -345,16 +345,7 @@ def test_a_bias_of_the_wrong_length_names_b_hh():
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_params_of_another_hidden_size_name_the_field_and_the_expected_shape(name):
     cell, params, xs, _ = _setup(name)
-    bigger = {
-        "elman": lambda: jaxrnn.elman(6),
-        "elman_output": lambda: jaxrnn.elman(6, output_size=2),
-        "lstm": lambda: jaxrnn.lstm(6),
-        "lstm_proj": lambda: jaxrnn.lstm(6, proj_size=2),
-        "gru": lambda: jaxrnn.gru(6),
-        "mingru": lambda: jaxrnn.mingru(6),
-        "minlstm": lambda: jaxrnn.minlstm(6),
-        "lru": lambda: jaxrnn.lru(6),
-    }[name]()
+    bigger = BUILT_IN[name](6)
     wrong = bigger.init(jax.random.key(0), I, jnp.float64)
     expected = {f: getattr(getattr(params, f), "shape", None) for f in type(params)._fields}
     with pytest.raises(ValueError, match=r"^params\.\w+: expected shape") as info:
