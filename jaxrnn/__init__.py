@@ -9,18 +9,66 @@ Example:
   (100, 32, 64)
 """
 
-from jaxrnn import checkpoint, diagnostics, plots, reference, tasks, training
-from jaxrnn._cell import Cell, InitFn, InitialCarryFn, LinearSpec, Spec, StepFn
-from jaxrnn._checks import DEEROptions, ScanOptions
-from jaxrnn._clip import clip_carry_grad
-from jaxrnn._elman import ElmanParams, ElmanSpec, elman
-from jaxrnn._gru import GRUParams, GRUSpec, gru
-from jaxrnn._linear import LRUParams, MinGRUParams, MinLSTMParams, lru, mingru, minlstm
-from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec, lstm
-from jaxrnn._parallel import DEERInfo, deer
-from jaxrnn._scan import scan
-from jaxrnn._stack import LayerParams, Stack, StackParams, concat, stack
-from jaxrnn._tbptt import TBPTT, TBPTTState, tbptt
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jaxrnn import checkpoint, diagnostics, plots, reference, runlog, tasks, training
+    from jaxrnn._cell import Cell, InitFn, InitialCarryFn, LinearSpec, Spec, StepFn
+    from jaxrnn._checks import DEEROptions, ScanOptions
+    from jaxrnn._clip import clip_carry_grad
+    from jaxrnn._elman import ElmanParams, ElmanSpec, elman
+    from jaxrnn._gru import GRUParams, GRUSpec, gru
+    from jaxrnn._linear import LRUParams, MinGRUParams, MinLSTMParams, lru, mingru, minlstm
+    from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec, lstm
+    from jaxrnn._parallel import DEERInfo, deer
+    from jaxrnn._scan import scan
+    from jaxrnn._stack import LayerParams, Stack, StackParams, concat, stack
+    from jaxrnn._tbptt import TBPTT, TBPTTState, tbptt
+
+# Loaded on first use (PEP 562), so that `import jaxrnn` and the command line's
+# parsing do not import JAX; `from jaxrnn import scan` works as usual.
+_SUBMODULES = frozenset(
+    ("checkpoint", "diagnostics", "plots", "reference", "tasks", "training", "runlog")
+)
+_ATTRIBUTES = {
+    "Cell": "jaxrnn._cell",
+    "InitFn": "jaxrnn._cell",
+    "InitialCarryFn": "jaxrnn._cell",
+    "LinearSpec": "jaxrnn._cell",
+    "Spec": "jaxrnn._cell",
+    "StepFn": "jaxrnn._cell",
+    "DEEROptions": "jaxrnn._checks",
+    "ScanOptions": "jaxrnn._checks",
+    "clip_carry_grad": "jaxrnn._clip",
+    "ElmanParams": "jaxrnn._elman",
+    "ElmanSpec": "jaxrnn._elman",
+    "elman": "jaxrnn._elman",
+    "GRUParams": "jaxrnn._gru",
+    "GRUSpec": "jaxrnn._gru",
+    "gru": "jaxrnn._gru",
+    "LRUParams": "jaxrnn._linear",
+    "MinGRUParams": "jaxrnn._linear",
+    "MinLSTMParams": "jaxrnn._linear",
+    "lru": "jaxrnn._linear",
+    "mingru": "jaxrnn._linear",
+    "minlstm": "jaxrnn._linear",
+    "LSTMCarry": "jaxrnn._lstm",
+    "LSTMParams": "jaxrnn._lstm",
+    "LSTMSpec": "jaxrnn._lstm",
+    "lstm": "jaxrnn._lstm",
+    "DEERInfo": "jaxrnn._parallel",
+    "deer": "jaxrnn._parallel",
+    "scan": "jaxrnn._scan",
+    "LayerParams": "jaxrnn._stack",
+    "Stack": "jaxrnn._stack",
+    "StackParams": "jaxrnn._stack",
+    "concat": "jaxrnn._stack",
+    "stack": "jaxrnn._stack",
+    "TBPTT": "jaxrnn._tbptt",
+    "TBPTTState": "jaxrnn._tbptt",
+    "tbptt": "jaxrnn._tbptt",
+}
 
 __version__ = "0.1.0"
 
@@ -63,9 +111,25 @@ __all__ = [
     "minlstm",
     "plots",
     "reference",
+    "runlog",
     "scan",
     "stack",
     "tasks",
     "tbptt",
     "training",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"jaxrnn.{name}")
+    elif name in _ATTRIBUTES:
+        value = getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+    else:
+        raise AttributeError(f"module 'jaxrnn' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

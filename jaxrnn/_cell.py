@@ -16,11 +16,14 @@ only (``tests/conftest.py``); in use they cost nothing.
 from __future__ import annotations
 
 import dataclasses
+import math
+import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, TypeAlias
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array: TypeAlias = jax.Array
 PRNGKey: TypeAlias = jax.Array
@@ -285,11 +288,62 @@ def activation_derivative(f: Activation, a: Array, fa: Array) -> Array:
     return jax.jvp(f, (a,), (jnp.ones_like(a),))[1]
 
 
+def as_int(value: object) -> int | None:
+    """``value`` as an int if it is an integer scalar (Python, NumPy, concrete JAX), else None.
+
+    Bools are not integers here.
+    """
+    if isinstance(value, bool | np.bool_) or np.ndim(value) != 0:  # type: ignore[arg-type]
+        return None
+    if isinstance(value, int | np.integer):
+        return int(value)
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jnp.integer):
+        try:
+            return operator.index(value)  # type: ignore[arg-type]
+        except TypeError:  # a tracer
+            return None
+    return None
+
+
+def as_float(value: object) -> float | None:
+    """``value`` as a float if it is a real scalar (Python, NumPy, concrete JAX), else None."""
+    if isinstance(value, bool | np.bool_ | str | bytes) or np.ndim(value) != 0:  # type: ignore[arg-type]
+        return None
+    if isinstance(value, int | float | np.integer | np.floating):
+        return float(value)
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and (
+        jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+    ):
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except TypeError:  # a tracer
+            return None
+    return None
+
+
 def check_positive_int(value: object, name: str) -> int:
-    """Raise unless ``value`` is a positive Python integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    """Return ``value`` as an int; raise unless it is a positive integer scalar.
+
+    Python, NumPy and concrete JAX integers are accepted (as optax accepts
+    them); bools, floats and tracers are not.
+    """
+    number = as_int(value)
+    if number is None or number <= 0:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return value
+    return number
+
+
+def check_positive_float(value: object, name: str, *, none: bool = False) -> float | None:
+    """Return ``value`` as a finite positive float (None passes when ``none``); else raise."""
+    if value is None and none:
+        return None
+    number = as_float(value)
+    if number is None or not 0 < number < math.inf:
+        allowed = "a positive number or None" if none else "a positive number"
+        raise ValueError(f"{name}: expected {allowed}, got {value!r}")
+    return number
 
 
 def check_param_dtype(dtype: Any) -> jnp.dtype:

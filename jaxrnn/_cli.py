@@ -1,23 +1,39 @@
-"""The ``jaxrnn`` command line (``jaxrnn`` console script and ``python -m jaxrnn``)."""
+"""The ``jaxrnn`` command line (``jaxrnn`` console script and ``python -m jaxrnn``).
+
+Parsing imports neither JAX nor the library's modules (``--help`` and
+``--version`` answer at once); each command imports what it runs. Errors are
+one line and exit 2 (bad input) or 1 (a failed run); a run stopped by SIGINT
+or SIGTERM checkpoints and exits 130 or 143 with the command that resumes it.
+"""
 
 from __future__ import annotations
 
 import argparse
-import functools
-import statistics
+import hashlib
+import json
+import shlex
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import jax
-import jax.numpy as jnp
-import optax
+from jaxrnn import __version__, runlog
 
-import jaxrnn
-from jaxrnn import _demo, checkpoint, tasks, training
+DESCRIPTION = (
+    "jaxrnn: recurrent networks in JAX, as pure functions, with BPTT you can see and control."
+)
+# `train`'s config leaves these out: where and how a run is written, not what it computes.
+NOT_CONFIG = (
+    "command",
+    "parser",
+    "out",
+    "resume",
+    "overwrite",
+    "checkpoint_every",
+    "quiet",
+    "distributed",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +63,25 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {value}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+
+
 def _clip(text: str) -> float | None:
     if text.lower() in ("0", "none", "off"):
         return None
@@ -58,15 +93,8 @@ def _clip(text: str) -> float | None:
         ) from None
 
 
-CELLS: dict[str, Callable[[int, int], jaxrnn.Cell]] = {
-    "elman": lambda hidden, seq_len: jaxrnn.elman(hidden),
-    "irnn": lambda hidden, seq_len: jaxrnn.elman(
-        hidden, activation="relu", recurrent_init="identity"
-    ),
-    "lstm": lambda hidden, seq_len: jaxrnn.lstm(hidden, forget_bias=1.0),
-    "lstm-chrono": lambda hidden, seq_len: jaxrnn.lstm(hidden, chrono=seq_len),
-    "gru": lambda hidden, seq_len: jaxrnn.gru(hidden),
-}
+CELL_NAMES = ("elman", "irnn", "lstm", "lstm-chrono", "gru")
+TASK_NAMES = ("adding", "adding-hs97", "copy", "temporal-order", "text")  # tasks.NAMES
 CELL_HELP = (
     "elman: tanh Elman RNN; irnn: ReLU Elman with identity init (Le et al. 2015); "
     "lstm: LSTM with forget-gate bias 1; lstm-chrono: LSTM with chrono init "
@@ -78,7 +106,10 @@ def _training_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
     """The flags ``train`` and ``demo`` share."""
     add = parser.add_argument
     add(
-        "--seq-len", type=_positive_int, default=defaults["seq_len"], help="T (default %(default)s)"
+        "--seq-len",
+        type=_positive_int,
+        default=defaults["seq_len"],
+        help=defaults.get("seq_len_help", "T (default %(default)s)"),
     )
     add("--hidden", type=_positive_int, default=defaults["hidden"], help="H (default %(default)s)")
     add(
@@ -119,12 +150,13 @@ def _training_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
         "(default %(default)s)",
     )
     add("--schedule", choices=("constant", "cosine", "warmup-cosine"), default="constant")
-    add("--seed", type=int, default=0, help="(default %(default)s)")
-    add("--out", type=Path, default=defaults["out"], help="output directory (default %(default)s)")
+    add("--seed", type=_seed, default=0, help="PRNG seed in [0, 2**63) (default %(default)s)")
+    add("--out", type=Path, default=defaults["out"], help=defaults["out_help"])
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="jaxrnn", description=jaxrnn.__doc__.splitlines()[0])
+    parser = _Parser(prog="jaxrnn", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"jaxrnn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
@@ -145,6 +177,8 @@ def _parser() -> argparse.ArgumentParser:
             "batch_size": 32,
             "lr": 3e-3,
             "out": Path("jaxrnn-demo"),
+            "out_help": "output directory; a previous demo's runs there are moved aside to "
+            "OUT/rnn.old-<time> and OUT/lstm.old-<time> (default %(default)s)",
         },
     )
 
@@ -154,20 +188,54 @@ def _parser() -> argparse.ArgumentParser:
         description="Train one model on one task; writes OUT/metrics.jsonl, OUT/summary.json "
         "and (with --checkpoint-every) atomic checkpoints under OUT/checkpoints.",
     )
+    train.add_argument("--task", choices=TASK_NAMES, default=None, help="(default adding)")
     train.add_argument(
-        "--task", choices=tasks.NAMES, default="adding", help="(default %(default)s)"
+        "--data",
+        type=Path,
+        default=None,
+        metavar="FILE.npz",
+        help="train on your own sequences instead of a task: an .npz with xs [N, T, I] "
+        "(float), targets (float [N] or [N, O]: regression at the last valid step; int [N]: "
+        "a class at the last valid step; int [N, T]: a class at every step) and optionally "
+        "lengths [N], eval_xs, eval_targets, eval_lengths (else 10%% of the rows are held out)",
     )
-    train.add_argument("--cell", choices=tuple(CELLS), default="lstm", help=CELL_HELP)
+    train.add_argument("--cell", choices=CELL_NAMES, default="lstm", help=CELL_HELP)
     train.add_argument("--layers", type=_positive_int, default=1, help="stacked layers (default 1)")
     _training_flags(
         train,
-        {"seq_len": 100, "hidden": 128, "steps": 2000, "batch_size": 64, "lr": 1e-3, "out": None},
+        {
+            "seq_len": None,
+            "seq_len_help": "T (default 100; with --data, the data's)",
+            "hidden": 128,
+            "steps": 2000,
+            "batch_size": 64,
+            "lr": 1e-3,
+            "out": None,
+            "out_help": "the run directory (default runs/TASK-CELL-T<seq-len>-seed<seed>-<8 hex "
+            "digits of the other flags, --steps aside>: one per configuration; with no other "
+            "flags: {default})",
+        },
     )
     train.add_argument("--truncate", type=_positive_int, default=None, help="truncated BPTT(k)")
     train.add_argument("--eval-every", type=_positive_int, default=None, help="default steps/10")
     train.add_argument("--log-every", type=_positive_int, default=10, help="(default %(default)s)")
-    train.add_argument("--checkpoint-every", type=_positive_int, default=None)
-    train.add_argument("--resume", action="store_true", help="continue from OUT's last checkpoint")
+    train.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=None,
+        help="steps between atomic checkpoints (default: at every evaluation)",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in OUT from its newest intact checkpoint (same flags; --steps "
+        "may grow)",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="OUT already holds a run: move it aside to OUT.old-<time> and start afresh",
+    )
     train.add_argument(
         "--carry-grads",
         action="store_true",
@@ -203,7 +271,7 @@ def _parser() -> argparse.ArgumentParser:
     grads.add_argument("--seq-len", type=_positive_int, default=100, help="T (default 100)")
     grads.add_argument("--hidden", type=_positive_int, default=128, help="H (default 128)")
     grads.add_argument("--batch-size", type=_positive_int, default=64, help="(default 64)")
-    grads.add_argument("--seed", type=int, default=0)
+    grads.add_argument("--seed", type=_seed, default=0, help="(default 0)")
     grads.add_argument("--out", type=Path, default=Path("jaxrnn-gradients"))
 
     show = commands.add_parser(
@@ -215,14 +283,50 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--input-size", type=_positive_int, default=8, help="I (default 8)")
     show.add_argument("--hidden", type=_positive_int, default=64, help="H (default 64)")
     show.add_argument("--repeats", type=_positive_int, default=5, help="timed runs (default 5)")
-    show.add_argument("--seed", type=int, default=0)
-    for sub in (demo, train, grads, show):
+    show.add_argument("--seed", type=_seed, default=0, help="(default 0)")
+
+    plot = commands.add_parser(
+        "plot",
+        help="plot a run's learning curves, gradient norms and carry-gradient heatmap",
+        description="Read RUN_DIR/metrics.jsonl (of `jaxrnn train` or `training.fit`) and write "
+        "curves.png (train and held-out loss, metric, gradient norm) and, when logged with "
+        "--carry-grads, carry_grad_heatmap.png.",
+    )
+    plot.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
+    plot.add_argument("--out", type=Path, default=None, help="where to write (default RUN_DIR)")
+
+    sample = commands.add_parser(
+        "sample",
+        help="generate text from a character model trained with --task text",
+        description="Restore the newest intact checkpoint of a `jaxrnn train --task text` run "
+        "and generate characters one at a time, each drawn from the model's softmax at the "
+        "given temperature and fed back.",
+    )
+    sample.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
+    sample.add_argument("--prompt", default="def ", help="text to start from (default %(default)r)")
+    sample.add_argument(
+        "--length", type=_positive_int, default=300, help="characters to generate (default 300)"
+    )
+    sample.add_argument(
+        "--temperature",
+        type=_temperature,
+        default=0.8,
+        help="0: the most likely character; 1: the model's distribution (default 0.8)",
+    )
+    sample.add_argument("--seed", type=_seed, default=0, help="(default 0)")
+    for sub in (demo, train, grads, show, plot, sample):
         sub.set_defaults(parser=sub)  # errors in a command's flags name the command
+    out = next(a for a in train._actions if a.dest == "out")
+    out.help = (out.help or "").replace(
+        "{default}", str(default_out(train_config(train.parse_args([]))))
+    )
     return parser
 
 
 def _writable(parser: argparse.ArgumentParser, out: Path) -> None:
     """Exit with a one-line message unless ``out`` is (or can be made) a writable directory."""
+    import tempfile
+
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out):
@@ -231,190 +335,145 @@ def _writable(parser: argparse.ArgumentParser, out: Path) -> None:
         parser.error(f"--out: cannot write to {out}: {e.strerror or e}")
 
 
-def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
-    """(compile + first run, median of later runs) in milliseconds."""
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - start
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        runs.append(time.perf_counter() - start)
-    return 1e3 * first, 1e3 * statistics.median(runs)
+def train_config(args: argparse.Namespace) -> dict[str, Any]:
+    """What a ``train`` run computes: its flags but the output and control ones."""
+    config = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG}
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}
 
 
-def showcase(args: argparse.Namespace) -> int:
-    """Run an Elman RNN, an LSTM, a GRU and a 2-layer bidirectional LSTM; print what they do."""
-    t, b, i, h = args.seq_len, args.batch_size, args.input_size, args.hidden
-    k_x, k_len, k_params = jax.random.split(jax.random.key(args.seed), 3)
-    xs = jax.random.normal(k_x, (t, b, i))
-    lengths = jax.random.randint(k_len, (b,), t // 2, t + 1)
-    device = jax.devices()[0]
-    print(f"jaxrnn {jaxrnn.__version__} on jax {jax.__version__}, {device.platform}: {device}")
-    print(f"inputs xs: [T={t}, B={b}, I={i}], hidden size H={h}; lengths in [{t // 2}, {t}]\n")
-    print("loss = mean over the batch of ‖y_T‖², read at each sequence's last valid step")
-    print("‖∂L/∂x_1‖ / ‖∂L/∂x_T‖ is how much of the loss's gradient reaches the first input\n")
-
-    models: list[tuple[str, jaxrnn.Stack]] = [
-        ("Elman tanh + output layer", jaxrnn.stack(jaxrnn.elman(h, output_size=1))),
-        ("LSTM, forget bias 1", jaxrnn.stack(jaxrnn.lstm(h, forget_bias=1.0))),
-        ("GRU, chrono init", jaxrnn.stack(jaxrnn.gru(h, chrono=t))),
-        (
-            "2-layer bidirectional LSTM",
-            jaxrnn.stack(jaxrnn.lstm(h), num_layers=2, bidirectional=True),
-        ),
-    ]
-    header = (
-        f"{'model':<28} {'params':>8} {'ys shape':>15} {'compile ms':>11} "
-        f"{'fwd+bwd ms':>11} {'‖∇θ L‖':>9} {'‖∂L/∂x_1‖/‖∂L/∂x_T‖':>20}"
-    )
-    print(header)
-    print("-" * len(header))
-    ratios: dict[str, float] = {}
-    for name, rnn in models:
-        params = rnn.init(k_params, i)
-
-        def loss(params: Any, xs: jax.Array, rnn: jaxrnn.Stack = rnn) -> jax.Array:
-            _, ys = rnn.apply(params, xs, lengths=lengths)
-            last = jnp.take_along_axis(ys, (lengths - 1)[None, :, None], axis=0)[0]
-            return jnp.mean(jnp.sum(last**2, axis=-1))
-
-        grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
-        compile_ms, run_ms = _time(lambda: grad_fn(params, xs), args.repeats)  # noqa: B023
-        d_params, d_xs = grad_fn(params, xs)
-        last_dx = jnp.take_along_axis(d_xs, (lengths - 1)[None, :, None], axis=0)[0]
-        ratio = float(jnp.linalg.norm(d_xs[0]) / jnp.linalg.norm(last_dx))
-        ratios[name] = ratio
-        n_params = sum(leaf.size for leaf in jax.tree.leaves(params))
-        ys_shape = str(tuple(jax.eval_shape(rnn.apply, params, xs)[1].shape))
-        print(
-            f"{name:<28} {n_params:>8} {ys_shape:>15} {compile_ms:>11.0f} {run_ms:>11.2f} "
-            f"{float(optax.tree.norm(d_params)):>9.3g} {ratio:>20.2e}"
-        )
-    elman_ratio, lstm_ratio = ratios[models[0][0]], ratios[models[1][0]]
-    print(
-        f"\nAcross about {t} steps the tanh RNN keeps {elman_ratio:.1e} of its gradient, the "
-        f"LSTM {lstm_ratio:.1e}\n({lstm_ratio / elman_ratio:.1e}x more): the vanishing gradient "
-        "that gates were designed to fix."
-    )
-    return 0
+def resolve_train(args: argparse.Namespace) -> None:
+    """Fill in ``train``'s defaults that depend on ``--data``; fingerprint the data file."""
+    args.data_sha256 = None
+    if args.data is None:
+        args.task = args.task or "adding"
+        args.seq_len = args.seq_len or 100
+        return
+    for flag, value in (("--task", args.task), ("--seq-len", args.seq_len)):
+        if value is not None:
+            args.parser.error(f"{flag}: cannot be combined with --data (the data is the task)")
+    try:
+        args.data_sha256 = hashlib.sha256(args.data.read_bytes()).hexdigest()
+    except OSError as e:
+        args.parser.error(f"--data: cannot read {args.data}: {e.strerror or e}")
+    args.data = args.data.resolve()
+    args.task = "data"
 
 
-def train(args: argparse.Namespace) -> int:
-    """``jaxrnn train``: one model on one task."""
+def default_out(config: dict[str, Any]) -> Path:
+    """``runs/<task>-<cell>-T<T>-seed<seed>-<hash>``: one directory per configuration.
+
+    With ``--data``, ``runs/<file name>-<cell>-seed<seed>-<hash>``.
+    """
+    if config.get("data") is not None:
+        name = f"{Path(config['data']).stem}-{config['cell']}"
+    else:
+        name = f"{config['task']}-{config['cell']}-T{config['seq_len']}"
+    return Path("runs") / f"{name}-seed{config['seed']}-{_config_hash(config)}"
+
+
+def _config_hash(config: dict[str, Any]) -> str:
+    fixed = {k: v for k, v in config.items() if k != "steps"}  # more steps: the same run
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _check_train_flags(args: argparse.Namespace) -> None:
     parser = args.parser
-    if args.distributed:
-        jax.distributed.initialize()
-    if args.devices is not None and args.devices > len(jax.devices()):
-        parser.error(f"--devices: expected at most {len(jax.devices())}, got {args.devices}")
+    if args.resume and args.overwrite:
+        parser.error("--overwrite: cannot be combined with --resume")
+    if args.carry_grads and args.layers != 1:
+        parser.error(f"--carry-grads: needs a one-layer model, got --layers {args.layers}")
     if args.devices is not None and args.batch_size % args.devices:
         parser.error(
             f"--batch-size: expected a multiple of --devices {args.devices}, got {args.batch_size}"
         )
-    out = args.out or Path("runs") / f"{args.task}-{args.cell}-T{args.seq_len}-seed{args.seed}"
-    if args.resume and checkpoint.latest(out / "checkpoints") is None:
-        parser.error(f"--resume: nothing to resume, no checkpoint in {out / 'checkpoints'}")
-    if args.carry_grads and args.layers != 1:
-        parser.error(f"--carry-grads: needs a one-layer model, got --layers {args.layers}")
-    _writable(parser, out)
-    config = {
-        k: v
-        for k, v in vars(args).items()
-        if k
-        not in ("command", "parser", "out", "resume", "checkpoint_every", "quiet", "distributed")
-    }
-    try:
-        task = tasks.get(args.task, args.seq_len)
-    except ValueError as e:
-        parser.error(f"--seq-len: {e}")
-    cell = CELLS[args.cell](args.hidden, args.seq_len)
-    options = {} if args.truncate is None else {"truncate": args.truncate}
-    rnn = cell if args.layers == 1 else jaxrnn.stack(cell, num_layers=args.layers)
-    compute_dtype = jnp.bfloat16 if args.dtype == "bfloat16" else None
-    model = training.readout(rnn, task.output_size, compute_dtype=compute_dtype, **options)
-    tx = _demo.optimizer_from_flags(args)
-    extra = _carry_grad_metric(cell, task) if args.carry_grads else None
-    print(
-        f"training {args.cell} (H={args.hidden}, {args.layers} layer(s)) on {task.name} "
-        f"(T={args.seq_len}, baseline loss {task.baseline:.4g}) for {args.steps} steps -> {out}"
-    )
-    try:
-        result = training.fit(
-            model,
-            task,
-            tx,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            key=jax.random.key(args.seed),
-            out=out,
-            eval_every=args.eval_every,
-            log_every=args.log_every,
-            checkpoint_every=args.checkpoint_every,
-            resume=args.resume,
-            config=config,
-            extra_metrics=extra,
-            devices=args.devices,
-            progress=not args.quiet,
-        )
-    except FloatingPointError as e:
-        print(f"jaxrnn train: error: {e}", file=sys.stderr)
+
+
+def _resume_command(argv: Sequence[str], out: Path) -> str:
+    words = [w for w in argv if w != "--overwrite"]
+    if "--out" not in words and not any(w.startswith("--out=") for w in words):
+        words += ["--out", str(out)]
+    return shlex.join(["jaxrnn", *words, *([] if "--resume" in words else ["--resume"])])
+
+
+def _exit_code(error: BaseException) -> int | None:
+    """2 for bad input, 1 for a failed run, None for a bug (its traceback is shown)."""
+    from jaxrnn import checkpoint
+
+    if isinstance(error, checkpoint.CheckpointError | FloatingPointError | OSError):
         return 1
-    if args.carry_grads:
-        _heatmap(result.history, out)
-    s = result.summary
-    metric = f"final_eval_{task.metric_name}"
-    print(
-        f"final eval loss {s['final_eval_loss']:.4g} (baseline {s['baseline']:.4g}), "
-        f"{task.metric_name} {s[metric]:.3f}; {s['steps_this_run']} steps in "
-        f"{s['wall_seconds']:.1f} s ({_rate(s['steps_per_second'])} steps/s after the first); "
-        f"{s['skipped_updates']} non-finite updates skipped. Wrote {out}/summary.json"
-    )
-    return 0
+    if isinstance(error, ValueError | TypeError):
+        return 2
+    return None
 
 
-def _heatmap(history: list[dict[str, Any]], out: Path) -> None:
-    """Write OUT/carry_grad_heatmap.png: ‖∂L/∂h_t‖ per step t across the evaluations."""
-    rows = [line["carry_grad_norms"] for line in history if "carry_grad_norms" in line]
-    try:
-        from jaxrnn import plots
+def _message(error: BaseException) -> str:
+    """The error's text, in the command line's words (flags, not keyword arguments)."""
+    from jaxrnn import training
 
-        fig = plots.gradient_heatmap(
-            rows, ylabel="evaluation", title="‖∂L/∂h_t‖ on a held-out batch during training"
+    if isinstance(error, training.ConfigMismatch):
+        return "--resume: the run was made with other flags: " + ", ".join(
+            f"--{k.replace('_', '-')} {s!r} there, {g!r} now"
+            for k, (s, g) in error.differences.items()
         )
-    except ImportError as e:
-        print(f"no heatmap: {e}")
-        return
-    fig.savefig(out / "carry_grad_heatmap.png", dpi=110, bbox_inches="tight")
-    print(f"wrote {out / 'carry_grad_heatmap.png'}")
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, runlog.RunDirError):
+        for old, new in (("resume=True", "--resume"), ("overwrite=True", "--overwrite")):
+            text = text.replace(old, new)
+        if text.startswith(("out:", "resume:")):
+            text = "--" + text
+    return text
 
 
-def _rate(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.command == "train":
+        _check_train_flags(args)
+        resolve_train(args)
+        config = train_config(args)
+        args.out = args.out or default_out(config)
+        from jaxrnn import _commands
 
+        return _commands.train(args, config)
+    if args.command in ("demo", "gradients"):
+        _writable(args.parser, args.out)
+        from jaxrnn import _demo
 
-def _carry_grad_metric(cell: jaxrnn.Cell, task: tasks.Task) -> Callable[..., dict[str, Any]]:
-    """``extra_metrics`` for ``fit``: the batch mean of ‖∂L/∂h_t‖ for every step t."""
-    norms = jax.jit(functools.partial(_demo.mean_carry_grad_norms, cell, task=task))
+        return _demo.demo(args) if args.command == "demo" else _demo.gradients(args)
+    from jaxrnn import _commands
 
-    return lambda params, batch: {"carry_grad_norms": norms(params=params, batch=batch).tolist()}
+    command = {"showcase": _commands.showcase, "plot": _commands.plot, "sample": _commands.sample}
+    return command[args.command](args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jaxrnn`` command."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command == "showcase":
-        return showcase(args)
-    if args.command == "train":
-        return train(args)
-    if args.command == "demo":
-        _writable(args.parser, args.out)
-        return _demo.demo(args)
-    if args.command == "gradients":
-        _writable(args.parser, args.out)
-        return _demo.gradients(args)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    prog = f"jaxrnn {args.command}"
+
+    def one_line(message: Warning | str, *rest: Any, **kwargs: Any) -> None:
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line
+        try:
+            return _run(args, argv)
+        except runlog.Stopped as stop:
+            hint = (
+                f". Resume with: {_resume_command(argv, args.out)}"
+                if args.command == "train"
+                else ""
+            )
+            print(f"{prog}: {stop}{hint}", file=sys.stderr)
+            return stop.exit_code
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as error:
+            code = _exit_code(error)
+            if code is None:
+                raise
+            print(f"{prog}: error: {_message(error)}", file=sys.stderr)
+            return code
 
 
 if __name__ == "__main__":  # pragma: no cover

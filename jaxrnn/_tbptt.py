@@ -45,8 +45,10 @@ class TBPTT(NamedTuple):
       update: ``update(state, xs, targets) -> (state, loss)``: one optimizer
         update on the next window of the streams ``xs`` ``[T, *batch, I]`` and
         ``targets`` ``[T, ...]`` (time-major, the whole stream: the window is
-        sliced inside, so one compilation serves every window). ``loss`` is
-        the loss of the window's last ``k1`` steps before the update.
+        sliced inside, so one compilation serves every window); every leaf
+        of ``targets`` has the ``T`` of ``xs`` (else a ValueError names the
+        leaf). ``loss`` is the loss of the window's last ``k1`` steps before
+        the update.
       num_updates: ``num_updates(num_steps) -> int``, how many windows a
         stream of ``num_steps`` steps holds. Calling ``update`` more often
         re-reads the stream's last window (the slice start is clamped).
@@ -98,8 +100,9 @@ def tbptt(
       loss_fn: ``loss_fn(ys, targets) -> scalar`` for the ``k1`` scored steps
         (``ys`` ``[k1, ...]`` and ``targets`` sliced to the same steps).
       optimizer: an optax ``GradientTransformation``.
-      k1: steps between updates (and steps scored per update).
-      k2: steps backpropagated per update, ``k2 ≥ k1``; default ``k1``.
+      k1: steps between updates (and steps scored per update), a positive
+        integer (Python, NumPy or concrete JAX).
+      k2: steps backpropagated per update, an integer ``k2 ≥ k1``; default ``k1``.
 
     Returns:
       A :class:`TBPTT` of ``init``, a jitted ``update`` and ``num_updates``.
@@ -123,10 +126,8 @@ def tbptt(
       training of recurrent network trajectories", 1990. Sutskever, "Training
       recurrent neural networks", PhD thesis, 2013, §4.
     """
-    check_positive_int(k1, "k1")
-    if k2 is None:
-        k2 = k1
-    check_positive_int(k2, "k2")
+    k1 = check_positive_int(k1, "k1")  # an int, also when given a NumPy or JAX integer
+    k2 = k1 if k2 is None else check_positive_int(k2, "k2")
     if k2 < k1:
         raise ValueError(f"k2: expected at least k1 = {k1}, got {k2}")
     warmup = k2 - k1
@@ -155,6 +156,7 @@ def tbptt(
             raise ValueError(
                 f"xs: expected a stream of at least k2 = {k2} steps, got {xs.shape[0]}"
             )
+        _check_targets(targets, xs.shape[0])
         grad_fn = jax.value_and_grad(window_loss, has_aux=True)
         (loss, carry), grads = grad_fn(
             state.params, state.carry, window(xs, state.position), window(targets, state.position)
@@ -164,3 +166,20 @@ def tbptt(
         return TBPTTState(params, opt_state, carry, state.position + k1), loss
 
     return TBPTT(init, update, num_updates)
+
+
+def _check_targets(targets: Any, num_steps: int) -> None:
+    """Raise unless every leaf of ``targets`` has a leading (time) axis of ``num_steps``.
+
+    ``update`` slices the window out of each leaf with ``dynamic_slice``, which
+    clamps its start: a shorter leaf would silently give misaligned targets.
+    """
+    for path, leaf in jax.tree_util.tree_flatten_with_path(targets)[0]:
+        shape = jnp.shape(leaf)
+        if not shape or shape[0] != num_steps:
+            got = f"{shape[0]} steps" if shape else "a scalar"
+            raise ValueError(
+                f"targets{jax.tree_util.keystr(path)}: expected a stream of "
+                f"{num_steps} steps (the length of xs) on the leading axis, got {got} "
+                f"(shape {shape})"
+            )

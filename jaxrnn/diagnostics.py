@@ -437,7 +437,12 @@ def _carry_grad_core(
     (grads,) = vjp(jnp.ones((), loss.dtype))
 
     def norm(g: Array) -> Array:
-        return jnp.linalg.norm(g.reshape(*g.shape[: 1 + batch_ndim], -1), axis=-1)
+        # Scaled by the largest entry: squaring would underflow to 0 for norms below the
+        # square root of the dtype's smallest number (1e-154 in float64), far above it.
+        g = g.reshape(*g.shape[: 1 + batch_ndim], -1)
+        scale = jnp.max(jnp.abs(g), axis=-1, keepdims=True)
+        safe = jnp.where(scale > 0, scale, 1)
+        return scale[..., 0] * jnp.linalg.norm(g / safe, axis=-1)
 
     return from_time_major(jax.tree.map(norm, grads), time_major, batch_ndim)
 

@@ -17,7 +17,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["decay_vs_bound", "gradient_decay", "gradient_heatmap", "learning_curves"]
+__all__ = ["decay_vs_bound", "gradient_decay", "gradient_heatmap", "learning_curves", "run_curves"]
 
 _GRAD_LABEL = r"$\|\partial L / \partial h_t\|$"
 
@@ -270,3 +270,79 @@ def learning_curves(
     if baseline is not None:
         ax.axhline(baseline, color="grey", linestyle="--", label="baseline")
     return _finish(fig, "training step", key, title, log=log)
+
+
+def run_curves(
+    history: Any,
+    *,
+    baseline: float | None = None,
+    title: str | None = None,
+    figsize: tuple[float, float] = (11.0, 3.6),
+) -> Figure:
+    """One run at a glance: losses, the task's metric and the gradient norm against step.
+
+    Args:
+      history: the run's metric lines (:func:`jaxrnn.training.read_metrics`
+        or :attr:`jaxrnn.training.FitResult.history`): dicts with ``step``,
+        ``loss``, ``grad_norm`` and, where evaluated, ``eval_loss`` and
+        ``eval_<metric>``; non-finite values are left out.
+      baseline: the task's baseline loss, drawn dashed.
+      title: the figure's title.
+      figsize: the figure's size in inches.
+
+    Returns:
+      A :class:`matplotlib.figure.Figure` with three axes: training and
+      held-out loss (log scale), the metric(s) (train and held-out), the
+      gradient's global norm before clipping (log scale).
+
+    Example:
+      >>> from jaxrnn import plots
+      >>> history = [{"step": 10, "loss": 0.5, "accuracy": 0.2, "grad_norm": 1.0},
+      ...            {"step": 20, "loss": 0.3, "accuracy": 0.4, "grad_norm": 0.7,
+      ...             "eval_loss": 0.35, "eval_accuracy": 0.38}]
+      >>> [len(ax.lines) for ax in plots.run_curves(history, baseline=0.6).axes]
+      [3, 2, 1]
+    """
+    lines = [line for line in history if isinstance(line, Mapping) and "step" in line]
+    if not lines:
+        raise ValueError("history: expected metric lines with a 'step', got none")
+    fig = _figure(figsize)
+    ax_loss, ax_metric, ax_grad = fig.subplots(1, 3)
+    skip = {"step", "loss", "grad_norm", "lr", "skipped", "steps_per_s", "eval_loss"}
+    metrics = sorted(
+        k
+        for k in {k for line in lines for k in line} - skip
+        if not k.startswith("eval_") and all(isinstance(x.get(k, 0.0), int | float) for x in lines)
+    )
+
+    def draw(ax: Any, key: str, label: str) -> None:
+        points = [
+            (x["step"], x[key])
+            for x in lines
+            if isinstance(x.get(key), int | float) and np.isfinite(x[key])
+        ]
+        if points:
+            ax.plot(
+                *zip(*points, strict=True), label=label, marker="." if len(points) < 30 else None
+            )
+
+    draw(ax_loss, "loss", "train")
+    draw(ax_loss, "eval_loss", "held-out")
+    if baseline is not None:
+        ax_loss.axhline(baseline, color="grey", linestyle="--", label="baseline")
+    ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("loss")
+    for name in metrics:
+        draw(ax_metric, name, f"train {name}")
+        draw(ax_metric, f"eval_{name}", f"held-out {name}")
+    ax_metric.set_ylabel(", ".join(metrics) or "metric")
+    draw(ax_grad, "grad_norm", "‖∇L‖ before clipping")
+    ax_grad.set_yscale("log")
+    ax_grad.set_ylabel("gradient norm")
+    for ax in (ax_loss, ax_metric, ax_grad):
+        ax.set_xlabel("training step")
+        if ax.lines:
+            ax.legend()
+    if title is not None:
+        fig.suptitle(title)
+    return fig

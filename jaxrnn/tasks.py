@@ -22,6 +22,8 @@ with ``jaxrnn.scan(..., lengths=batch.lengths, time_major=False)``.
 * ``"text"`` — characters of CPython's bundled help texts; cross-entropy at
   every step; baseline the unigram entropy.
 
+:func:`from_arrays` makes a task of your own sequences.
+
 Example:
   >>> import jax, jaxrnn
   >>> from jaxrnn import tasks
@@ -39,7 +41,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +61,7 @@ __all__ = [
     "copy_memory",
     "decode",
     "encode",
+    "from_arrays",
     "get",
     "temporal_order",
     "text",
@@ -853,6 +856,186 @@ def text(seq_len: int) -> Task:
         data.entropy,
         fold_split=False,
     )
+
+
+# --------------------------------------------------------------------------- your own data
+
+
+def from_arrays(
+    xs: Array | np.ndarray,
+    targets: Array | np.ndarray,
+    lengths: Array | np.ndarray | None = None,
+    *,
+    eval_data: tuple[Any, ...] | Batch | None = None,
+    eval_fraction: float = 0.1,
+    name: str = "data",
+) -> Task:
+    """A :class:`Task` over your own sequences, with the loss their targets call for.
+
+    The kind of target decides the loss, the metric and the output size:
+
+    * float ``[N]`` or ``[N, O]``: regression of the output at each sequence's
+      last valid step; MSE; metric ``r2`` = 1 − MSE / baseline;
+    * integer ``[N]``: classification at the last valid step into
+      ``C = max + 1`` classes; cross-entropy; metric ``accuracy``;
+    * integer ``[N, T]``: a class at every valid step (sequence labelling,
+      language modelling); cross-entropy over the valid steps; ``accuracy``.
+
+    ``sample(key, B, split)`` draws ``B`` sequences of the split (without
+    replacement when the split has at least ``B``). The eval split is
+    ``eval_data`` if given, else a fixed random ``eval_fraction`` of the rows,
+    held out from training. ``baseline`` is the eval-split loss of the best
+    memoryless predictor fitted on the train split: the train mean
+    (regression) or the train class frequencies, add-one smoothed
+    (classification).
+
+    Args:
+      xs: ``[N, T, I]`` float inputs, batch-major, right-padded.
+      targets: as above.
+      lengths: ``[N]`` integers in ``[1, T]``; default ``T`` for all.
+      eval_data: ``(xs, targets[, lengths])`` or a :class:`Batch` held out.
+      eval_fraction: in (0, 1), used when ``eval_data`` is None.
+      name: the task's name (in logs and summaries).
+
+    Returns:
+      The :class:`Task`.
+
+    Example:
+      >>> import jax, numpy as np
+      >>> from jaxrnn import tasks
+      >>> xs = np.random.default_rng(0).normal(size=(100, 12, 3)).astype(np.float32)
+      >>> task = tasks.from_arrays(xs, (xs[:, :, 0].sum(1) > 0).astype(np.int32))
+      >>> task.output_size, task.metric_name, task.seq_len, task.input_size
+      (2, 'accuracy', 12, 3)
+      >>> task.sample(jax.random.key(0), 8, "eval").xs.shape  # from the 10 held-out rows
+      (8, 12, 3)
+    """
+    train = _check_arrays("", xs, targets, lengths)
+    if eval_data is not None:
+        if not isinstance(eval_data, tuple | list) or len(eval_data) not in (2, 3):
+            raise TypeError(
+                "eval_data: expected (xs, targets[, lengths]) or a Batch, got "
+                f"{type(eval_data).__name__}"
+            )
+        held = _check_arrays("eval_data.", *eval_data)
+        if held.xs.shape[1:] != train.xs.shape[1:] or held.targets.ndim != train.targets.ndim:
+            raise ValueError(
+                f"eval_data: expected xs [M, {', '.join(map(str, train.xs.shape[1:]))}] and "
+                f"targets of rank {train.targets.ndim} like the training data, got xs "
+                f"{held.xs.shape} and targets {held.targets.shape}"
+            )
+    else:
+        if not 0 < eval_fraction < 1:
+            raise ValueError(f"eval_fraction: expected a number in (0, 1), got {eval_fraction!r}")
+        n = train.xs.shape[0]
+        count = round(n * eval_fraction)
+        if not 1 <= count < n:
+            raise ValueError(
+                f"xs: {n} sequences are too few to hold out eval_fraction={eval_fraction} of "
+                "them; pass eval_data"
+            )
+        order = np.random.default_rng(0).permutation(n)
+        held = Batch(*(None if a is None else a[order[:count]] for a in train))
+        train = Batch(*(None if a is None else a[order[count:]] for a in train))
+    classify = np.issubdtype(train.targets.dtype, np.integer)
+    per_step = classify and train.targets.ndim == 2
+    if classify:
+        for part, where in ((train, "targets"), (held, "eval_data.targets")):
+            if part.targets.min() < 0:
+                raise ValueError(f"{where}: expected class indices >= 0, got {part.targets.min()}")
+        size = int(max(train.targets.max(), held.targets.max())) + 1
+    else:
+        size = 1 if train.targets.ndim == 1 else train.targets.shape[1]
+    baseline = _memoryless_loss(train, held, size, classify, per_step)
+    splits = {"train": jax.device_put(train), "eval": jax.device_put(held)}
+
+    def generate(key: PRNGKey, batch_size: int, split: str) -> Batch:
+        data = splits[split]
+        n = data.xs.shape[0]
+        rows = jax.random.choice(key, n, (batch_size,), replace=batch_size > n)
+        return Batch(data.xs[rows], data.targets[rows], data.lengths[rows])
+
+    if per_step:
+        loss = _every_step_loss(size)
+
+        def metric(outputs: Array, batch: Batch) -> Array:
+            outputs = _check_outputs(outputs, batch, size)
+            mask = _valid_steps(batch.lengths, outputs.shape[1])
+            hits = (jnp.argmax(outputs, axis=-1) == batch.targets).astype(jnp.float32)
+            return jnp.sum(hits * mask) / jnp.sum(mask)
+
+    elif classify:
+        loss, metric = _end_classification(size)
+    else:
+
+        def loss(outputs: Array, batch: Batch) -> Array:
+            pred = _at_end(_check_outputs(outputs, batch, size), batch.lengths)
+            return jnp.mean((pred - batch.targets.reshape(pred.shape)) ** 2)
+
+        def metric(outputs: Array, batch: Batch) -> Array:
+            return 1 - loss(outputs, batch) / baseline
+
+    return _task(
+        name,
+        train.xs.shape[2],
+        size,
+        train.xs.shape[1],
+        generate,
+        loss,
+        metric,
+        "accuracy" if classify else "r2",
+        baseline,
+    )
+
+
+def _check_arrays(prefix: str, xs: Any, targets: Any, lengths: Any = None) -> Batch:
+    """The arrays of :func:`from_arrays` as NumPy arrays, checked; ``lengths`` filled in."""
+    xs, targets = np.asarray(xs), np.asarray(targets)
+    if xs.ndim != 3 or not np.issubdtype(xs.dtype, np.floating) or 0 in xs.shape:
+        raise ValueError(
+            f"{prefix}xs: expected a non-empty float array [N, T, I], got {xs.dtype} {xs.shape}"
+        )
+    n, t = xs.shape[:2]
+    integer = np.issubdtype(targets.dtype, np.integer)
+    allowed = ((n,), (n, t)) if integer else ((n,), (n, targets.shape[-1] if targets.ndim else 0))
+    if targets.shape not in allowed or not (integer or np.issubdtype(targets.dtype, np.floating)):
+        kinds = "float [N] or [N, O], or integer [N] or [N, T]"
+        raise ValueError(
+            f"{prefix}targets: expected {kinds} with N={n}, T={t}, got {targets.dtype} "
+            f"{targets.shape}"
+        )
+    if lengths is None:
+        lengths = np.full((n,), t, np.int32)
+    lengths = np.asarray(lengths)
+    if lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(f"{prefix}lengths: expected integers of shape ({n},), got {lengths.shape}")
+    if n and not (lengths.min() >= 1 and lengths.max() <= t):
+        raise ValueError(
+            f"{prefix}lengths: expected values in [1, T={t}], got [{lengths.min()}, "
+            f"{lengths.max()}]"
+        )
+    if not np.isfinite(xs).all():
+        raise ValueError(f"{prefix}xs: expected finite values, got NaN or Inf")
+    targets = targets.astype(np.int32 if integer else np.float32)
+    return Batch(xs.astype(np.float32), targets, lengths.astype(np.int32))
+
+
+def _memoryless_loss(train: Batch, held: Batch, size: int, classify: bool, per_step: bool) -> float:
+    """The eval loss of the best input-free predictor fitted on the train split."""
+    if not classify:
+        mean = train.targets.reshape(len(train.targets), -1).mean(axis=0)
+        errors = held.targets.reshape(len(held.targets), -1) - mean
+        return float(np.mean(errors.astype(np.float64) ** 2))
+
+    def labels(part: Batch) -> np.ndarray:
+        if not per_step:
+            return np.asarray(part.targets)
+        valid = np.arange(part.xs.shape[1])[None, :] < np.asarray(part.lengths)[:, None]
+        return np.asarray(part.targets)[valid]
+
+    counts = np.bincount(labels(train), minlength=size) + 1.0
+    log_p = np.log(counts / counts.sum())
+    return float(-np.mean(log_p[labels(held)]))
 
 
 # --------------------------------------------------------------------------- registry

@@ -6,16 +6,16 @@ The pieces, each usable on its own:
   :class:`~jaxrnn.Stack`, giving a :class:`Model` whose outputs a
   :class:`jaxrnn.tasks.Task` scores;
 * :func:`optimizer` builds the optax chain: the literature's clipping
-  strategies, then Adam, RMSprop or SGD under a learning-rate schedule, and
-  ``optax.apply_if_finite`` around it all so a non-finite gradient skips its
-  update (and is counted) instead of destroying the params;
-* :func:`fit` is the loop: one jitted train step compiled once, held-out
-  evaluation, metrics as JSON lines, atomic checkpoints and bit-identical
-  resumption (see :mod:`jaxrnn.checkpoint`).
-
-The data of step ``s`` is ``task.sample(fold_in(data_key, s), batch_size)``,
-so the step number is the data position and a resumed run sees the very
-batches the uninterrupted one would have.
+  strategies, then Adam, RMSprop or SGD under a learning-rate schedule;
+* :func:`make_train_step` is one pure, jittable training step (state in,
+  state and stats out) and :func:`evaluate` the held-out loss, for your own
+  loop;
+* :func:`fit` is a short loop over those two: a task, your arrays or your
+  batches; metrics as JSON lines, atomic checkpoints, runs that are never
+  overwritten, clean stops on SIGINT/SIGTERM and bit-identical resumption
+  (see :mod:`jaxrnn.runlog` and :mod:`jaxrnn.checkpoint`);
+* :func:`read_metrics` reads a run's metrics back; :func:`sample_text`
+  generates characters from a model trained on the ``text`` task.
 
 Example:
   >>> import jax, jaxrnn
@@ -30,13 +30,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import itertools
 import json
 import math
 import os
-import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TextIO, Unpack
 
@@ -47,20 +49,28 @@ import optax
 from jaxtyping import Float
 
 from jaxrnn import checkpoint as ckpt
-from jaxrnn._cell import Array, Cell, Params, PRNGKey, check_positive_int
+from jaxrnn import runlog
+from jaxrnn._cell import Array, Cell, Params, PRNGKey, check_positive_float, check_positive_int
 from jaxrnn._checks import ScanKwargs, ScanOptions, scan_options
 from jaxrnn._scan import scan
 from jaxrnn._stack import Stack
-from jaxrnn.tasks import Batch, Task
+from jaxrnn.runlog import Stopped, read_metrics
+from jaxrnn.tasks import Batch, Task, decode, encode, text_vocab
 
 __all__ = [
+    "ConfigMismatch",
     "FitResult",
     "Model",
     "ReadoutParams",
+    "Stopped",
     "TrainState",
+    "evaluate",
     "fit",
+    "make_train_step",
     "optimizer",
+    "read_metrics",
     "readout",
+    "sample_text",
 ]
 
 ClipMode = Literal["norm", "value", "adaptive"]
@@ -88,24 +98,34 @@ class ReadoutParams(NamedTuple):
 
 
 class Model(NamedTuple):
-    """A sequence model as two pure functions.
+    """A sequence model as pure functions.
 
     Attributes:
       init: ``init(key, input_size, dtype=float32) -> params``.
       apply: ``apply(params, xs, lengths=None, key=None) -> outputs`` for
         batch-major ``xs`` ``[B, T, I]``, giving ``[B, T, O]``; ``key``
         enables the stack's dropout (training only).
+      run: ``run(params, xs, carry=None, lengths=None) -> (carry, outputs)``:
+        the same computation from a given carry (None: the initial one),
+        returning the final carry too, so a sequence can be fed in pieces
+        (step by step when generating); None for a model built without it.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn
       >>> model = jaxrnn.training.readout(jaxrnn.gru(8), output_size=3)
       >>> params = model.init(jax.random.key(0), input_size=2)
-      >>> model.apply(params, jnp.ones((4, 10, 2))).shape
+      >>> xs = jnp.ones((4, 10, 2))
+      >>> model.apply(params, xs).shape
       (4, 10, 3)
+      >>> carry, head = model.run(params, xs[:, :6])
+      >>> _, tail = model.run(params, xs[:, 6:], carry)
+      >>> bool(jnp.allclose(jnp.concatenate([head, tail], 1), model.apply(params, xs), atol=1e-6))
+      True
     """
 
     init: Callable[..., Params]
     apply: Callable[..., Array]
+    run: Callable[..., tuple[Any, Array]] | None = None
 
 
 def readout(
@@ -161,21 +181,46 @@ def readout(
 
     scan_opts = scan_options(options, dict(kwargs))
 
-    def run(params: Params, xs: Array, lengths: Array | None, key: PRNGKey | None) -> Array:
+    def hidden(
+        params: Params, xs: Array, carry: Any, lengths: Array | None, key: PRNGKey | None
+    ) -> tuple[Any, Array]:
         if isinstance(rnn, Stack):
             return rnn.apply(
-                params, xs, lengths=lengths, key=key, time_major=False, options=scan_opts
-            )[1]
-        return scan(rnn, params, xs, lengths=lengths, time_major=False, options=scan_opts)[1]
+                params,
+                xs,
+                carry=carry,
+                lengths=lengths,
+                key=key,
+                time_major=False,
+                options=scan_opts,
+            )
+        return scan(
+            rnn, params, xs, carry=carry, lengths=lengths, time_major=False, options=scan_opts
+        )
 
     def init(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> ReadoutParams:
         k_rnn, k_out = jax.random.split(key)
         params = rnn.init(k_rnn, input_size, dtype)
         probe = jnp.zeros((1, 1, input_size), dtype)
-        hidden = jax.eval_shape(lambda: run(params, probe, None, None)).shape[-1]
-        bound = 1 / math.sqrt(hidden)
-        w_out = jax.random.uniform(k_out, (output_size, hidden), dtype, -bound, bound)
+        width = jax.eval_shape(lambda: hidden(params, probe, None, None, None)[1]).shape[-1]
+        bound = 1 / math.sqrt(width)
+        w_out = jax.random.uniform(k_out, (output_size, width), dtype, -bound, bound)
         return ReadoutParams(params, w_out, jnp.zeros((output_size,), dtype))
+
+    def run(
+        params: ReadoutParams,
+        xs: Float[Array, "B T I"],
+        carry: Any = None,
+        lengths: Array | None = None,
+        key: PRNGKey | None = None,
+    ) -> tuple[Any, Float[Array, "B T O"]]:
+        out_dtype = jnp.result_type(params.w_out, jnp.float32)
+        if compute_dtype is not None:
+            params = jax.tree.map(lambda a: a.astype(compute_dtype), params)
+            xs = xs.astype(compute_dtype)
+        carry, hs = hidden(params.rnn, xs, carry, lengths, key)
+        ys = jnp.einsum("bth,oh->bto", hs.astype(params.w_out.dtype), params.w_out)
+        return carry, (ys + params.b_out[None, None, :]).astype(out_dtype)
 
     def apply(
         params: ReadoutParams,
@@ -183,15 +228,9 @@ def readout(
         lengths: Array | None = None,
         key: PRNGKey | None = None,
     ) -> Float[Array, "B T O"]:
-        out_dtype = jnp.result_type(params.w_out, jnp.float32)
-        if compute_dtype is not None:
-            params = jax.tree.map(lambda a: a.astype(compute_dtype), params)
-            xs = xs.astype(compute_dtype)
-        hs = run(params.rnn, xs, lengths, key)
-        ys = jnp.einsum("bth,oh->bto", hs.astype(params.w_out.dtype), params.w_out)
-        return (ys + params.b_out[None, None, :]).astype(out_dtype)
+        return run(params, xs, None, lengths, key)[1]
 
-    return Model(init, apply)
+    return Model(init, apply, run)
 
 
 def optimizer(
@@ -246,8 +285,7 @@ def optimizer(
       recurrent neural networks", ICML 2016. Brock et al., "High-performance
       large-scale image recognition without normalization", ICML 2021.
     """
-    if not (isinstance(learning_rate, int | float) and learning_rate > 0):
-        raise ValueError(f"learning_rate: expected a positive number, got {learning_rate!r}")
+    learning_rate = check_positive_float(learning_rate, "learning_rate")  # type: ignore[assignment]
     rules = {
         "adam": optax.adam,
         "rmsprop": lambda learning_rate: optax.rmsprop(learning_rate, decay=0.9),
@@ -262,15 +300,14 @@ def optimizer(
     }
     if clip_mode not in clippers:
         raise ValueError(f"clip_mode: expected one of {sorted(clippers)}, got {clip_mode!r}")
-    if clip is not None and not (isinstance(clip, int | float) and clip > 0):
-        raise ValueError(f"clip: expected a positive number or None, got {clip!r}")
+    clip = check_positive_float(clip, "clip", none=True)
     lr: Any
     if schedule == "constant":
         lr = learning_rate
     elif schedule in ("cosine", "warmup-cosine"):
         if steps is None:
             raise ValueError(f"steps: schedule {schedule!r} needs the number of steps, got None")
-        check_positive_int(steps, "steps")
+        steps = check_positive_int(steps, "steps")
         if schedule == "cosine":
             lr = optax.cosine_decay_schedule(learning_rate, steps)
         else:
@@ -289,23 +326,167 @@ class TrainState(NamedTuple):
 
     Attributes:
       params: the model's params.
-      opt_state: the optimizer's state (inside ``optax.apply_if_finite``).
+      opt_state: the optimizer's state.
       step: int32 scalar, the number of updates attempted so far (skipped
         non-finite ones included): the data position.
 
     Example:
-      >>> import jax, jaxrnn
-      >>> from jaxrnn import tasks, training
-      >>> result = training.fit(training.readout(jaxrnn.gru(4), 1), tasks.adding(5),
-      ...                       training.optimizer(1e-2), steps=3, batch_size=2,
-      ...                       key=jax.random.key(0), progress=False)
-      >>> int(result.state.step), int(result.state.opt_state.total_notfinite)
-      (3, 0)
+      >>> import jax.numpy as jnp, optax
+      >>> from jaxrnn.training import TrainState
+      >>> state = TrainState.create({"w": jnp.zeros(3)}, optax.adam(1e-3))
+      >>> int(state.step)
+      0
     """
 
     params: Params
     opt_state: optax.OptState
     step: Array
+
+    @classmethod
+    def create(cls, params: Params, tx: optax.GradientTransformation) -> TrainState:
+        """The state at step 0: ``params`` and ``tx.init(params)``."""
+        return cls(params, tx.init(params), jnp.zeros((), jnp.int32))
+
+
+LossFn = Callable[[Array, Batch], Array]
+"""``loss(outputs, batch) -> scalar`` for the model's ``[B, T, O]`` outputs (as
+:attr:`jaxrnn.tasks.Task.loss`)."""
+
+
+def make_train_step(
+    model: Model,
+    tx: optax.GradientTransformation,
+    loss: LossFn,
+    metric: LossFn | None = None,
+    *,
+    metric_name: str = "metric",
+) -> Callable[[TrainState, Batch, PRNGKey | None], tuple[TrainState, dict[str, Array]]]:
+    """One training step as a pure function, to jit, shard and call in your own loop.
+
+    ``train_step(state, batch, key=None) -> (state, stats)`` computes
+    ``loss(model.apply(params, batch.xs, batch.lengths, k), batch)`` and its
+    gradient, applies ``tx`` and advances ``state.step``. ``key`` (the same
+    key at every step) turns on the model's dropout with the step's key
+    ``fold_in(key, state.step)``. ``stats`` holds ``loss``, ``metric_name``
+    (if ``metric``), ``grad_norm`` (before clipping), ``lr`` (NaN unless
+    the learning rate is injected, as :func:`optimizer` does), ``skipped``
+    and ``consecutive_skips`` (non-finite updates, 0 unless ``tx`` is an
+    ``optax.apply_if_finite``). :func:`fit` is a loop over this function.
+
+    Args:
+      model: a :class:`Model`.
+      tx: an optax transformation.
+      loss: ``loss(outputs, batch) -> scalar``.
+      metric: optional ``metric(outputs, batch) -> scalar``, reported too.
+      metric_name: the metric's key in ``stats``.
+
+    Returns:
+      ``train_step``.
+
+    Example:
+      >>> import jax, jaxrnn
+      >>> from jaxrnn import tasks, training
+      >>> task = tasks.adding(10)
+      >>> model = training.readout(jaxrnn.lstm(8), task.output_size)
+      >>> tx = training.optimizer(1e-2)
+      >>> step = jax.jit(training.make_train_step(model, tx, task.loss))
+      >>> state = training.TrainState.create(model.init(jax.random.key(0), 2), tx)
+      >>> for s in range(3):
+      ...     state, stats = step(state, task.sample(jax.random.key(s), 16))
+      >>> int(state.step), sorted(stats)
+      (3, ['consecutive_skips', 'grad_norm', 'loss', 'lr', 'skipped'])
+    """
+
+    def loss_and_metric(params: Params, batch: Batch, key: PRNGKey | None) -> Any:
+        outputs = model.apply(params, batch.xs, batch.lengths, key)
+        return loss(outputs, batch), (None if metric is None else metric(outputs, batch))
+
+    def train_step(
+        state: TrainState, batch: Batch, key: PRNGKey | None = None
+    ) -> tuple[TrainState, dict[str, Array]]:
+        step_key = None if key is None else jax.random.fold_in(key, state.step)
+        grad_fn = jax.value_and_grad(loss_and_metric, has_aux=True)
+        (value, metric_value), grads = grad_fn(state.params, batch, step_key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        zero = jnp.zeros((), jnp.int32)
+        stats = {
+            "loss": value,
+            "grad_norm": optax.tree.norm(grads),
+            "lr": _learning_rate(opt_state),
+            "skipped": getattr(opt_state, "total_notfinite", zero),
+            "consecutive_skips": getattr(opt_state, "notfinite_count", zero),
+        }
+        if metric is not None:
+            stats[metric_name] = metric_value
+        return TrainState(params, opt_state, state.step + 1), stats
+
+    return train_step
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
+def _evaluate(
+    model: Model,
+    params: Params,
+    batches: list[Batch],
+    loss: LossFn,
+    metric: LossFn | None,
+    metric_name: str,
+) -> dict[str, Array]:
+    outputs = [model.apply(params, b.xs, b.lengths, None) for b in batches]
+    result = {
+        "eval_loss": jnp.mean(
+            jnp.stack([loss(o, b) for o, b in zip(outputs, batches, strict=True)])
+        )
+    }
+    if metric is not None:
+        values = [metric(o, b) for o, b in zip(outputs, batches, strict=True)]
+        result[f"eval_{metric_name}"] = jnp.mean(jnp.stack(values))
+    return result
+
+
+def evaluate(
+    model: Model,
+    params: Params,
+    batches: Batch | Sequence[Batch],
+    loss: LossFn,
+    metric: LossFn | None = None,
+    *,
+    metric_name: str = "metric",
+) -> dict[str, float]:
+    """The mean loss (and metric) of ``model`` over held-out ``batches``, dropout off.
+
+    Compiled once per model, loss and batch shapes (one jitted program for
+    all the batches).
+
+    Args:
+      model: a :class:`Model`.
+      params: its params.
+      batches: one :class:`~jaxrnn.tasks.Batch` or a sequence of them.
+      loss: ``loss(outputs, batch) -> scalar``.
+      metric: optional ``metric(outputs, batch) -> scalar``.
+      metric_name: the metric's key is ``"eval_" + metric_name``.
+
+    Returns:
+      ``{"eval_loss": float, "eval_<metric_name>": float}``: means over the
+      batches (each batch's value weighted equally).
+
+    Example:
+      >>> import jax, jaxrnn
+      >>> from jaxrnn import tasks, training
+      >>> task = tasks.temporal_order(20)
+      >>> model = training.readout(jaxrnn.gru(8), task.output_size)
+      >>> params = model.init(jax.random.key(0), task.input_size)
+      >>> held_out = [task.sample(jax.random.key(i), 32, "eval") for i in range(2)]
+      >>> sorted(training.evaluate(model, params, held_out, task.loss, task.metric,
+      ...                          metric_name=task.metric_name))
+      ['eval_accuracy', 'eval_loss']
+    """
+    batches = _as_batches(batches, "batches")
+    if not batches:
+        raise ValueError("batches: expected at least one batch, got none")
+    result = _evaluate(model, params, batches, loss, metric, metric_name)
+    return {k: float(v) for k, v in jax.device_get(result).items()}
 
 
 class FitResult(NamedTuple):
@@ -332,88 +513,141 @@ class FitResult(NamedTuple):
     history: list[dict[str, Any]]
 
 
+class ConfigMismatch(ValueError):
+    """A resume whose ``config`` differs from the one stored with the run.
+
+    Attributes:
+      differences: ``{key: (saved, given)}`` for each differing entry.
+
+    Example:
+      >>> import tempfile, jax, jaxrnn
+      >>> from jaxrnn import tasks, training
+      >>> def run(**kwargs):
+      ...     return training.fit(training.readout(jaxrnn.gru(4), 1), tasks.adding(5),
+      ...                         training.optimizer(1e-2), steps=2, batch_size=2,
+      ...                         key=jax.random.key(0), progress=False, **kwargs)
+      >>> out = tempfile.mkdtemp()
+      >>> _ = run(out=out, checkpoint_every=2, config={"hidden": 4})
+      >>> try:
+      ...     run(out=out, resume=True, config={"hidden": 8})
+      ... except training.ConfigMismatch as e:
+      ...     e.differences
+      {'hidden': (4, 8)}
+    """
+
+    def __init__(self, path: Path, differences: dict[str, tuple[Any, Any]]):
+        self.differences = differences
+        listed = ", ".join(f"{k} (saved {s!r}, given {g!r})" for k, (s, g) in differences.items())
+        super().__init__(f"resume: the run in {path} was made with another config: {listed}")
+
+
 def fit(
     model: Model,
-    task: Task,
+    data: Task | Batch | Iterable[Batch],
     tx: optax.GradientTransformation,
     *,
     steps: int,
-    batch_size: int,
     key: PRNGKey,
+    batch_size: int | None = None,
+    loss: LossFn | None = None,
+    metric: LossFn | None = None,
+    metric_name: str = "metric",
+    eval_data: Batch | Sequence[Batch] | None = None,
     out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
     eval_every: int | None = None,
     eval_batches: int = 4,
     log_every: int = 10,
     checkpoint_every: int | None = None,
-    resume: bool = False,
     config: Mapping[str, Any] | None = None,
     params: Params | None = None,
     extra_metrics: Callable[[Params, Batch], dict[str, Any]] | None = None,
     max_consecutive_skips: int = 100,
     devices: int | None = None,
     progress: bool | TextIO = True,
+    handle_signals: bool = True,
 ) -> FitResult:
-    """Train ``model`` on ``task`` for ``steps`` updates of ``tx``.
+    """Train ``model`` on ``data`` for ``steps`` updates of ``tx``, logging to a run directory.
 
-    Each step draws the batch ``task.sample(fold_in(data_key, step),
-    batch_size)``, computes the loss and its gradient, records the gradient's
-    global norm before clipping, and applies ``tx`` wrapped in
-    ``optax.apply_if_finite``: an update whose gradient holds a NaN or Inf is
-    skipped and counted (``skipped`` in the metrics). The step function is
-    jitted once and compiled once (``summary["compiles"]``).
+    A loop over :func:`make_train_step` and :func:`evaluate`.
 
-    Every ``log_every`` steps a line goes to ``out/metrics.jsonl``: ``step``,
-    ``loss``, the task metric, ``grad_norm`` (pre-clip), ``lr``,
-    ``skipped``, ``steps_per_s``; every ``eval_every`` steps (and at the
-    end) also ``eval_loss`` and ``eval_<metric>`` on ``eval_batches``
-    held-out batches (the same batches each time; the task's ``"eval"``
-    split), plus whatever ``extra_metrics(params, eval_batch)`` returns.
-    ``out/summary.json`` gets ``final_eval_loss``, ``final_eval_<metric>``,
-    ``baseline``, ``steps``, ``wall_seconds``, ``first_step_seconds``
-    (compilation included), ``steps_per_second`` (the training steps after
-    the first; time spent evaluating and logging left out),
-    ``skipped_updates``, ``compiles``.
+    **Data.** ``data`` is one of:
 
-    With ``checkpoint_every``, params, optimizer state, the step (the data
-    position) and the PRNG key are saved atomically to ``out/checkpoints``
-    every that many steps and at the end. ``resume=True`` continues from the
-    newest checkpoint there and cuts ``metrics.jsonl`` back to it, so a run
-    killed at any moment and resumed ends with bit-identical params and
-    metrics to an uninterrupted one (timings aside).
+    * a :class:`jaxrnn.tasks.Task`: step ``s`` trains on
+      ``task.sample(fold_in(k_data, s), batch_size)``, so the step number is
+      the data position; the loss, metric and baseline are the task's, and
+      evaluation uses ``eval_batches`` batches of its ``"eval"`` split;
+    * a :class:`~jaxrnn.tasks.Batch` of arrays holding ``N`` sequences
+      (``xs`` ``[N, T, I]``, ``targets`` ``[N, ...]``, ``lengths`` ``[N]``
+      or None): step ``s`` trains on ``batch_size`` distinct sequences drawn
+      with ``fold_in(k_data, s)``; give ``loss`` (and ``metric``);
+    * an iterable of :class:`~jaxrnn.tasks.Batch` (or ``(xs, targets,
+      lengths)`` tuples): one per step; the run ends early when it runs out;
+      a resume skips the batches already trained on, so a re-iterable,
+      deterministic source gives the same run. Give ``loss``.
+
+    The keys: ``k_init, k_data, k_drop, k_eval = jax.random.split(key, 4)``;
+    ``k_drop`` is the train step's dropout key. Non-finite gradients skip
+    their update (``optax.apply_if_finite`` around ``tx``) and are counted;
+    more than ``max_consecutive_skips`` in a row stop the run with a
+    FloatingPointError.
+
+    **Logs.** Every ``log_every`` steps a line goes to ``out/metrics.jsonl``:
+    ``step``, ``loss``, the metric, ``grad_norm`` (pre-clip), ``lr``,
+    ``skipped``, ``steps_per_s``; every ``eval_every`` steps and at the end
+    also ``eval_loss`` and ``eval_<metric>`` and ``extra_metrics(params,
+    first eval batch)``. ``out/summary.json`` holds ``final_eval_loss``,
+    ``final_eval_<metric>`` (None without evaluation data), ``baseline``,
+    ``steps``, ``wall_seconds``, ``first_step_seconds`` (with compilation),
+    ``steps_per_second`` (after the first step, evaluation excluded),
+    ``skipped_updates``, ``compiles``, ``config``.
+
+    **Runs are never lost.** ``out`` is opened as a
+    :class:`jaxrnn.runlog.RunDir`: locked against a second process, refused
+    if it already holds a run unless ``resume`` (continue it) or
+    ``overwrite`` (move it aside). Checkpoints (params, optimizer state,
+    step) are written atomically every ``checkpoint_every`` steps and at the
+    end. ``resume=True`` first compares ``config`` with the run's (raising
+    :class:`ConfigMismatch` before any array is read), then restores the
+    newest intact checkpoint (a damaged newer one is skipped with a
+    warning) and cuts ``metrics.jsonl`` back to it: the resumed run ends
+    with bit-identical params and metrics to an uninterrupted one.
+
+    **Clean stops.** With ``handle_signals`` (in the main thread of a
+    one-process run), SIGINT and SIGTERM let the current step finish, write
+    a checkpoint and raise :class:`Stopped`; a second signal acts at once.
 
     Args:
       model: a :class:`Model`, e.g. from :func:`readout`.
-      task: a :class:`jaxrnn.tasks.Task`.
+      data: a task, arrays or an iterable of batches (above).
       tx: an optax transformation, e.g. from :func:`optimizer`.
       steps: total number of updates.
-      batch_size: sequences per batch.
-      key: the run's PRNG key (init, data, dropout and evaluation keys are
-        derived from it).
-      out: the output directory (created); None writes nothing.
-      eval_every: steps between evaluations (default: ``steps // 10``).
-      eval_batches: held-out batches per evaluation.
+      key: the run's PRNG key.
+      batch_size: sequences per batch (a task or arrays).
+      loss: ``loss(outputs, batch) -> scalar`` (arrays or batches only).
+      metric: ``metric(outputs, batch) -> scalar``, higher is better.
+      metric_name: the metric's key in the logs.
+      eval_data: held-out batches (arrays or batches only).
+      out: the run directory; None writes nothing.
+      resume: continue the run in ``out``.
+      overwrite: move a run already in ``out`` aside first.
+      eval_every: steps between evaluations (default ``steps // 10``).
+      eval_batches: held-out batches of a task per evaluation.
       log_every: steps between metric lines.
       checkpoint_every: steps between checkpoints (needs ``out``).
-      resume: continue from ``out``'s newest checkpoint.
-      config: JSON-serialisable description of the run, stored in the
-        checkpoints and the summary; a resume checks it matches (``steps``
-        may differ).
-      params: the initial params; default ``model.init`` with a key derived
-        from ``key``.
-      extra_metrics: optional ``f(params, batch) -> dict`` of JSON-ready
-        values added at each evaluation (e.g. per-step carry-gradient norms).
-      max_consecutive_skips: stop with an error after this many non-finite
-        gradients in a row (the run has diverged).
+      config: JSON-ready description of the run (NumPy and JAX scalars are
+        converted), stored with it and compared on resume (``steps`` may
+        differ).
+      params: the initial params; default ``model.init(k_init, I)``.
+      extra_metrics: ``f(params, batch) -> dict`` of JSON-ready values added
+        at each evaluation.
+      max_consecutive_skips: see above.
       devices: data-parallel training over the first ``devices`` of
-        :func:`jax.devices` (all of them, across hosts, after
-        :func:`jax.distributed.initialize`): a one-axis mesh ``("data",)``,
-        each batch sharded along its batch axis, params and optimizer state
-        replicated; the gradient is the same mean over the global batch, so
-        the run matches a one-device run to float tolerance. ``batch_size``
-        must be divisible by it. None runs on the default device.
-      progress: print progress (to stderr, or to the given stream): a line
-        rewritten at every logged step on a terminal, else one line per
-        evaluation.
+        :func:`jax.devices`: batches sharded along their batch axis, params
+        and optimizer state replicated; ``batch_size`` must be divisible by it.
+      progress: progress lines with an ETA (to stderr, or the given stream).
+      handle_signals: catch SIGINT/SIGTERM as above.
 
     Returns:
       A :class:`FitResult`.
@@ -428,188 +662,499 @@ def fit(
       >>> sorted(k for k in result.history[-1] if k.startswith("eval"))
       ['eval_accuracy', 'eval_loss']
     """
-    check_positive_int(steps, "steps")
-    check_positive_int(batch_size, "batch_size")
-    check_positive_int(log_every, "log_every")
-    check_positive_int(eval_batches, "eval_batches")
-    eval_every = max(1, steps // 10) if eval_every is None else eval_every
-    check_positive_int(eval_every, "eval_every")
-    if checkpoint_every is not None:
-        check_positive_int(checkpoint_every, "checkpoint_every")
-        if out is None:
-            raise ValueError("checkpoint_every: checkpoints need an output directory, got out=None")
-    out_dir = None if out is None else Path(out)
-    if resume and (out_dir is None or ckpt.latest(out_dir / "checkpoints") is None):
-        where = "no output directory" if out_dir is None else f"no checkpoint in {out_dir}"
-        raise ValueError(f"resume: nothing to resume, {where}")
-    config = dict(config or {})
-
-    shard = _data_parallel(devices, batch_size)
+    steps = check_positive_int(steps, "steps")
+    source = _source(data, batch_size, loss, metric, metric_name, eval_data, eval_batches)
+    shard = _data_parallel(devices, source.batch_size)
     k_init, k_data, k_drop, k_eval = jax.random.split(key, 4)
-    # Never apply a non-finite update; the loop stops the run after too many in a row.
     tx = optax.apply_if_finite(tx, max_consecutive_errors=2**31 - 1)
     if params is None:
-        params = model.init(k_init, task.input_size)
-    state = shard.replicate(TrainState(params, tx.init(params), jnp.zeros((), jnp.int32)))
-    eval_keys = [jax.random.fold_in(k_eval, i) for i in range(eval_batches)]
-    eval_data = [shard.place(task.sample(k, batch_size, "eval")) for k in eval_keys]
-    traces = [0]
+        params = model.init(k_init, source.input_size)
+    train_step = make_train_step(model, tx, source.loss, source.metric, metric_name=source.name)
+    loop = _Loop(
+        model,
+        source,
+        [shard.place(b) for b in source.eval(k_eval)],
+        steps=steps,
+        eval_every=eval_every,
+        log_every=log_every,
+        checkpoint_every=checkpoint_every,
+        extra_metrics=extra_metrics,
+        max_consecutive_skips=max_consecutive_skips,
+        progress=progress,
+    )
+    with loop.open(out, resume, overwrite, _json_config(config), key, handle_signals):
+        state = shard.replicate(loop.restore(TrainState.create(params, tx)))
+        step_fn = jax.jit(loop.counted(train_step))
+        batches = source.batches(k_data, int(state.step))
+        for step in range(int(state.step) + 1, steps + 1):
+            batch = next(batches, None)
+            if batch is None:  # an iterable of batches ran out
+                break
+            state, stats = step_fn(state, shard.place(batch), k_drop)
+            loop.after_step(step, state, stats)
+        return loop.finish(state)
 
-    def loss_and_metric(params: Params, batch: Batch, dropout_key: Any) -> Any:
-        outputs = model.apply(params, batch.xs, batch.lengths, dropout_key)
-        return task.loss(outputs, batch), task.metric(outputs, batch)
 
-    def train_step(state: TrainState) -> tuple[TrainState, dict[str, Array]]:
-        traces[0] += 1  # runs once per trace: the compile count
-        batch = shard.batch(
-            task.sample(jax.random.fold_in(k_data, state.step), batch_size, "train")
+def sample_text(
+    model: Model,
+    params: Params,
+    prompt: str,
+    length: int,
+    key: PRNGKey,
+    *,
+    temperature: float = 1.0,
+) -> str:
+    """Characters generated one at a time by a model trained on the ``text`` task.
+
+    The model reads ``prompt`` (one-hot symbols of
+    :func:`jaxrnn.tasks.text_vocab`), then ``length`` times draws the next
+    character from ``softmax(logits / temperature)`` and feeds it back,
+    carrying the recurrent state from step to step (one compiled loop;
+    :attr:`Model.run` continues from the carry, so each character costs one
+    step). ``temperature=0`` takes the most likely character every time.
+
+    Args:
+      model: a :class:`Model` with ``run`` and ``V = 97`` outputs, e.g.
+        ``readout(rnn, tasks.text(T).output_size)``.
+      params: its trained params.
+      prompt: at least one character (characters outside the vocabulary
+        read as ``"\ufffd"``).
+      length: how many characters to generate.
+      key: the PRNG key of the draws.
+      temperature: ≥ 0; below 1 sharpens, above 1 flattens the distribution.
+
+    Returns:
+      ``prompt`` followed by the ``length`` generated characters.
+
+    Example:
+      >>> import jax, jaxrnn
+      >>> from jaxrnn import tasks, training
+      >>> model = training.readout(jaxrnn.lstm(16), tasks.text(8).output_size)
+      >>> params = model.init(jax.random.key(0), len(tasks.text_vocab()))
+      >>> text = training.sample_text(model, params, "def ", 12, jax.random.key(1))
+      >>> text.startswith("def "), len(text)
+      (True, 16)
+    """
+    if model.run is None:
+        raise ValueError("model: expected a Model with run (e.g. from training.readout), got None")
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError(f"prompt: expected a non-empty string, got {prompt!r}")
+    length = check_positive_int(length, "length")
+    t = 0.0 if temperature == 0 else check_positive_float(temperature, "temperature")
+    vocab = len(text_vocab())
+    ids = jnp.asarray(encode(prompt))
+    width = jax.eval_shape(lambda: model.run(params, _one_hot(ids[None], vocab))[1]).shape[-1]  # type: ignore[misc]
+    if width != vocab:
+        raise ValueError(
+            f"model: expected {vocab} outputs (a logit per character of text_vocab()), got {width}"
         )
-        grad_fn = jax.value_and_grad(loss_and_metric, has_aux=True)
-        (loss, metric), grads = grad_fn(state.params, batch, jax.random.fold_in(k_drop, state.step))
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        stats = {
-            "loss": loss,
-            task.metric_name: metric,
-            "grad_norm": optax.tree.norm(grads),
-            "lr": _learning_rate(opt_state),
-            "skipped": opt_state.total_notfinite,
-            "consecutive_skips": opt_state.notfinite_count,
+    return prompt + decode(_generate(model, params, ids, key, length, t == 0, t or 1.0))
+
+
+def _one_hot(ids: Array, vocab: int) -> Array:
+    return jax.nn.one_hot(ids, vocab, dtype=jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _generate(
+    model: Model,
+    params: Params,
+    prompt: Array,
+    key: PRNGKey,
+    length: int,
+    greedy: bool,
+    temperature: float | Array,
+) -> Array:
+    run = model.run
+    assert run is not None
+    vocab = len(text_vocab())
+    carry, logits = run(params, _one_hot(prompt[None], vocab))
+
+    def step(state: tuple[Any, Array], k: PRNGKey) -> tuple[tuple[Any, Array], Array]:
+        carry, last = state
+        char = jnp.argmax(last) if greedy else jax.random.categorical(k, last / temperature)
+        carry, out = run(params, _one_hot(char[None, None], vocab), carry)
+        return (carry, out[0, -1]), char
+
+    _, chars = jax.lax.scan(step, (carry, logits[0, -1]), jax.random.split(key, length))
+    return chars
+
+
+# --------------------------------------------------------------------------- the loop's parts
+
+
+class _Source(NamedTuple):
+    """What :func:`fit` trains and evaluates on, whatever form ``data`` took."""
+
+    batches: Callable[[PRNGKey, int], Iterator[Batch]]  # (k_data, first step) -> batches
+    eval: Callable[[PRNGKey], list[Batch]]
+    loss: LossFn
+    metric: LossFn | None
+    name: str  # the metric's name
+    baseline: float | None
+    task: str | None
+    input_size: int
+    batch_size: int | None
+
+
+def _source(
+    data: Any,
+    batch_size: Any,
+    loss: LossFn | None,
+    metric: LossFn | None,
+    metric_name: str,
+    eval_data: Any,
+    eval_batches: Any,
+) -> _Source:
+    if isinstance(data, Task):
+        for name, value in (("loss", loss), ("metric", metric), ("eval_data", eval_data)):
+            if value is not None:
+                raise ValueError(f"{name}: a Task brings its own; expected None, got {value!r}")
+        size = check_positive_int(batch_size, "batch_size")
+        count = check_positive_int(eval_batches, "eval_batches")
+
+        def sample(k_data: PRNGKey, start: int) -> Iterator[Batch]:
+            for s in itertools.count(start):
+                yield data.sample(jax.random.fold_in(k_data, s), size, "train")
+
+        def held_out(k_eval: PRNGKey) -> list[Batch]:
+            return [data.sample(jax.random.fold_in(k_eval, i), size, "eval") for i in range(count)]
+
+        return _Source(
+            sample, held_out, data.loss, data.metric, data.metric_name, data.baseline,
+            data.name, data.input_size, size,
+        )  # fmt: skip
+    if loss is None or not callable(loss):
+        raise ValueError(
+            "loss: expected a function loss(outputs, batch) -> scalar for data given as arrays "
+            f"or batches, got {loss!r}"
+        )
+    held = [] if eval_data is None else _as_batches(eval_data, "eval_data")
+    if isinstance(data, Batch):
+        xs, size = _check_arrays(data, batch_size)
+        take = jax.jit(lambda d, i: jax.tree.map(lambda a: a[i], d))
+
+        def draw(k_data: PRNGKey, start: int) -> Iterator[Batch]:
+            for s in itertools.count(start):
+                yield take(
+                    data, jax.random.permutation(jax.random.fold_in(k_data, s), len(xs))[:size]
+                )
+
+        return _Source(
+            draw, lambda k: held, loss, metric, metric_name, None, None, xs.shape[-1], size
+        )
+    if isinstance(data, Iterable):
+        stream = iter(data)
+        first = next(stream, None)
+        if first is None:
+            raise ValueError("data: expected at least one batch, got an empty iterable")
+        first = _as_batch(first, "data[0]")
+        stream = itertools.chain([first], stream)
+
+        def read(k_data: PRNGKey, start: int) -> Iterator[Batch]:
+            for i, batch in enumerate(itertools.islice(stream, start, None), start):
+                yield _as_batch(batch, f"data[{i}]")
+
+        given = None if batch_size is None else check_positive_int(batch_size, "batch_size")
+        width = np.shape(first.xs)[-1]
+        return _Source(read, lambda k: held, loss, metric, metric_name, None, None, width, given)
+    raise TypeError(
+        "data: expected a jaxrnn.tasks.Task, a Batch of arrays or an iterable of batches, got "
+        f"{type(data).__name__}"
+    )
+
+
+def _check_arrays(data: Batch, batch_size: Any) -> tuple[Array, int]:
+    xs = data.xs
+    if np.ndim(xs) != 3:
+        raise ValueError(f"data.xs: expected [N, T, I], got shape {np.shape(xs)}")
+    n = np.shape(xs)[0]
+    if np.ndim(data.targets) < 1 or np.shape(data.targets)[0] != n:
+        raise ValueError(
+            f"data.targets: expected {n} rows (one per sequence of xs), got shape "
+            f"{np.shape(data.targets)}"
+        )
+    if data.lengths is not None and np.shape(data.lengths) != (n,):
+        raise ValueError(f"data.lengths: expected shape ({n},), got {np.shape(data.lengths)}")
+    size = check_positive_int(batch_size, "batch_size")
+    if size > n:
+        raise ValueError(f"batch_size: expected at most the {n} sequences of data, got {size}")
+    return xs, size
+
+
+def _as_batch(batch: Any, name: str) -> Batch:
+    if isinstance(batch, Batch):
+        return batch
+    if isinstance(batch, tuple | list) and len(batch) in (2, 3):
+        return Batch(*batch) if len(batch) == 3 else Batch(batch[0], batch[1], None)  # type: ignore[arg-type]
+    raise TypeError(
+        f"{name}: expected a jaxrnn.tasks.Batch or an (xs, targets[, lengths]) tuple, got "
+        f"{type(batch).__name__}"
+    )
+
+
+def _as_batches(batches: Any, name: str) -> list[Batch]:
+    if isinstance(batches, Batch):
+        return [batches]
+    if isinstance(batches, Sequence) and not isinstance(batches, str):
+        return [_as_batch(b, f"{name}[{i}]") for i, b in enumerate(batches)]
+    raise TypeError(
+        f"{name}: expected a Batch or a sequence of batches, got {type(batches).__name__}"
+    )
+
+
+def _json_config(config: Any) -> dict[str, Any]:
+    """``config`` as JSON data (NumPy/JAX scalars converted); a TypeError names a bad entry."""
+
+    def ready(value: Any, where: str) -> Any:
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        if isinstance(value, np.generic | jax.Array) and np.ndim(value) == 0:
+            return value.item()
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if isinstance(value, Mapping):
+            for k in value:
+                if not isinstance(k, str):
+                    raise TypeError(f"{where}: expected string keys, got {k!r}")
+            return {k: ready(v, f"{where}[{k!r}]") for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [ready(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        raise TypeError(
+            f"{where}: expected a JSON value (number, string, bool, None, list or dict), got "
+            f"{type(value).__name__} {value!r}"
+        )
+
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(f"config: expected a dict or None, got {type(config).__name__}")
+    return json.loads(json.dumps(ready(dict(config or {}), "config")))
+
+
+class _Loop:
+    """The bookkeeping of :func:`fit`.
+
+    Run directory, resume, logs, evaluation, checkpoints, timers, stops, summary.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        source: _Source,
+        held_out: list[Batch],
+        *,
+        steps: int,
+        eval_every: Any,
+        log_every: Any,
+        checkpoint_every: Any,
+        extra_metrics: Callable[[Params, Batch], dict[str, Any]] | None,
+        max_consecutive_skips: int,
+        progress: bool | TextIO,
+    ) -> None:
+        self.model, self.source, self.held_out, self.steps = model, source, held_out, steps
+        self.eval_every = check_positive_int(
+            max(1, steps // 10) if eval_every is None else eval_every, "eval_every"
+        )
+        self.log_every = check_positive_int(log_every, "log_every")
+        self.checkpoint_every = (
+            None
+            if checkpoint_every is None
+            else check_positive_int(checkpoint_every, "checkpoint_every")
+        )
+        self.extra_metrics, self.max_skips = extra_metrics, max_consecutive_skips
+        stream = sys.stderr if progress is True else (progress or None)
+        self.progress = None if stream is None else runlog.Progress(stream, steps, source.name)
+        self.history: list[dict[str, Any]] = []
+        self.traces, self.start, self.saved, self.t_step = 0, 0, -1, 0
+        self.run: runlog.RunDir | None = None
+        self.t_compiled: float | None = None
+        self.unlogged: tuple[int, dict[str, Array]] | None = None
+
+    @contextlib.contextmanager
+    def open(
+        self,
+        out: str | os.PathLike[str] | None,
+        resume: bool,
+        overwrite: bool,
+        config: dict[str, Any],
+        key: PRNGKey,
+        handle_signals: bool,
+    ) -> Iterator[None]:
+        """Open the run directory (process 0 writes) and catch stop signals while entered."""
+        if out is None and (resume or self.checkpoint_every is not None):
+            flag = "resume" if resume else "checkpoint_every"
+            raise ValueError(f"{flag}: needs an output directory, got out=None")
+        self.out = None if out is None else Path(out)
+        self.config, self.key_data = config, np.asarray(jax.random.key_data(key))
+        self.resume = resume
+        if self.out is not None and jax.process_index() == 0:
+            self.run = runlog.RunDir(self.out, resume=resume, overwrite=overwrite)
+        self.signals = runlog.StopSignals(handle_signals and jax.process_count() == 1)
+        try:
+            with self.signals:
+                self.t_start = self.t_mark = time.perf_counter()
+                self.eval_seconds = 0.0
+                yield
+        finally:
+            if self.progress is not None:
+                self.progress.close()
+            if self.run is not None:
+                self.run.close()
+
+    def restore(self, template: TrainState) -> TrainState:
+        """``template`` for a fresh run; the newest intact checkpoint's state on resume."""
+        if not self.resume:
+            return template
+        assert self.out is not None
+        directory = self.out / runlog.CHECKPOINTS
+        if ckpt.latest(directory) is None:
+            raise runlog.RunDirError(f"resume: nothing to resume, no checkpoint in {directory}")
+        tree, _, _ = ckpt.restore_latest(
+            directory, {"state": template, "key": self.key_data}, check=self._same_run
+        )
+        self.start = self.saved = self.t_step = int(tree["state"].step)
+        if self.run is not None:
+            self.history = self.run.keep_metrics(self.start)
+        else:
+            self.history = [x for x in runlog.read_metrics(self.out) if x["step"] <= self.start]
+        return tree["state"]
+
+    def _same_run(self, meta: dict[str, Any]) -> None:
+        saved = {k: v for k, v in meta.get("config", {}).items() if k != "steps"}
+        given = {k: v for k, v in self.config.items() if k != "steps"}
+        differ = {
+            k: (saved.get(k), given.get(k))
+            for k in sorted(saved.keys() | given.keys())
+            if saved.get(k) != given.get(k)
         }
-        return TrainState(params, opt_state, state.step + 1), stats
+        if "key" in meta and meta["key"] != self.key_data.tolist():
+            differ["key"] = ("another PRNG key", "this one")
+        if differ:
+            assert self.out is not None
+            raise ConfigMismatch(self.out, differ)
 
-    @jax.jit
-    def evaluate(params: Params, eval_data: list[Batch]) -> dict[str, Array]:
-        pairs = [loss_and_metric(params, batch, None) for batch in eval_data]
-        return {
-            "eval_loss": jnp.mean(jnp.stack([p[0] for p in pairs])),
-            f"eval_{task.metric_name}": jnp.mean(jnp.stack([p[1] for p in pairs])),
-        }
+    def counted(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn``, counting its traces (the compile count of ``jax.jit(fn)``)."""
 
-    step_fn = jax.jit(train_step)
-    history: list[dict[str, Any]] = []
-    start = 0
-    if resume:
-        assert out_dir is not None
-        state, history = _resume(out_dir, state, key, config)
-        state = shard.replicate(state)
-        start = int(state.step)
-    metrics_file = None
-    if out_dir is not None and jax.process_index() != 0:
-        out_dir = None  # in a multi-host run, process 0 writes the files
-        checkpoint_every = None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:  # a fresh run in this directory: its old checkpoints must not be resumed
-            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-        _write_lines(out_dir / "metrics.jsonl", history)  # cut back to the checkpoint on resume
-        metrics_file = open(out_dir / "metrics.jsonl", "a")  # noqa: SIM115
-    stream = sys.stderr if progress is True else (progress or None)
+        @functools.wraps(fn)
+        def wrapped(*args: Any) -> Any:
+            self.traces += 1
+            return fn(*args)
 
-    def save_checkpoint(state: TrainState) -> None:
-        assert out_dir is not None
-        tree = {"state": state, "key": jax.random.key_data(key)}
-        meta = {"config": config, "history_length": len(history)}
-        ckpt.save(out_dir / "checkpoints", int(state.step), tree, meta=meta)
+        return wrapped
 
-    # Training throughput leaves out the time spent evaluating and logging.
-    timer = {"time": time.perf_counter(), "step": start, "eval_seconds": 0.0}
+    def after_step(self, step: int, state: TrainState, stats: dict[str, Array]) -> None:
+        """Log, evaluate, checkpoint and stop as due after ``step``."""
+        if self.t_compiled is None:
+            jax.block_until_ready(state)
+            self.t_compiled = time.perf_counter()
+        is_eval = step % self.eval_every == 0 or step == self.steps
+        self.unlogged = (step, stats)
+        if is_eval or step % self.log_every == 0:
+            self._log(step, stats, state.params, is_eval)
+        due = self.checkpoint_every is not None and step % self.checkpoint_every == 0
+        if due or (self.checkpoint_every is not None and step == self.steps):
+            self._save(state)
+        if self.signals.received is not None:
+            path = None if self.run is None else self._save(state)
+            raise runlog.Stopped(self.signals.received, step, path, state)
 
-    def log(step: int, stats: dict[str, Array], params: Params, is_eval: bool) -> dict[str, Any]:
-        line: dict[str, Any] = {"step": step}
-        line.update({k: v.item() for k, v in jax.device_get(stats).items()})
-        now = time.perf_counter()
-        line["steps_per_s"] = (step - timer["step"]) / max(now - timer["time"], 1e-9)
-        if is_eval:
-            line.update({k: v.item() for k, v in evaluate(params, eval_data).items()})
-            if extra_metrics is not None:
-                line.update(extra_metrics(params, eval_data[0]))
-        done = time.perf_counter()
-        timer.update(time=done, step=step, eval_seconds=timer["eval_seconds"] + done - now)
-        written = {k: v for k, v in line.items() if k != "consecutive_skips"}
-        history.append(written)
-        if metrics_file is not None:
-            metrics_file.write(json.dumps(written) + "\n")
-            metrics_file.flush()
-        if stream is not None and (is_eval or _isatty(stream)):
-            _progress(stream, written, steps, task.metric_name)
+    def _evaluate(self, params: Params) -> dict[str, Any]:
+        if not self.held_out:
+            return {}
+        src = self.source
+        line: dict[str, Any] = evaluate(
+            self.model, params, self.held_out, src.loss, src.metric, metric_name=src.name
+        )
+        if self.extra_metrics is not None:
+            line.update(self.extra_metrics(params, self.held_out[0]))
         return line
 
-    t_start = time.perf_counter()
-    t_compiled = None  # when the first step (compilation included) has finished
-    try:
-        for step in range(start + 1, steps + 1):
-            state, stats = step_fn(state)
-            if t_compiled is None:
-                jax.block_until_ready(state)
-                t_compiled = time.perf_counter()
-            is_eval = step % eval_every == 0 or step == steps
-            if is_eval or step % log_every == 0:
-                line = log(step, stats, state.params, is_eval)
-                if line.pop("consecutive_skips") > max_consecutive_skips:
-                    raise FloatingPointError(
-                        f"training diverged: more than {max_consecutive_skips} non-finite "
-                        f"gradients in a row at step {step}; lower the learning rate or clip "
-                        "the gradients"
-                    )
-            if checkpoint_every is not None and (step % checkpoint_every == 0 or step == steps):
-                save_checkpoint(state)
-    finally:
-        if metrics_file is not None:
-            metrics_file.close()
-        if stream is not None and _isatty(stream):
-            stream.write("\n")
-            stream.flush()
-    t_end = time.perf_counter()
-    wall = t_end - t_start
-    final = evaluate(state.params, eval_data)
-    summary = {
-        "final_eval_loss": final["eval_loss"].item(),
-        f"final_eval_{task.metric_name}": final[f"eval_{task.metric_name}"].item(),
-        "baseline": task.baseline,
-        "task": task.name,
-        "steps": int(state.step),
-        "steps_this_run": int(state.step) - start,
-        "wall_seconds": wall,
-        "first_step_seconds": None if t_compiled is None else t_compiled - t_start,
-        "steps_per_second": (
-            None
-            if t_compiled is None or state.step <= start + 1
-            else (int(state.step) - start - 1)
-            / max(t_end - t_compiled - timer["eval_seconds"], 1e-9)
-        ),
-        "skipped_updates": int(state.opt_state.total_notfinite),
-        "compiles": traces[0],
-        "resumed_from": start if resume else None,
-        "config": config,
-    }
-    if out_dir is not None:
-        _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
-    return FitResult(state, summary, history)
+    def _log(self, step: int, stats: dict[str, Array], params: Params, is_eval: bool) -> None:
+        line: dict[str, Any] = {"step": step}
+        line.update({k: v.item() for k, v in jax.device_get(stats).items()})
+        skips = line.pop("consecutive_skips")
+        now = time.perf_counter()
+        line["steps_per_s"] = (step - self.t_step) / max(now - self.t_mark, 1e-9)
+        if is_eval:
+            line.update(self._evaluate(params))
+        self.t_mark, self.t_step = time.perf_counter(), step
+        self.eval_seconds += self.t_mark - now
+        self.history.append(line)
+        self.unlogged = None
+        if self.run is not None:
+            self.run.log(line)
+        if self.progress is not None:
+            self.progress.show(line, force=is_eval)
+        if skips > self.max_skips:
+            raise FloatingPointError(
+                f"training diverged: more than {self.max_skips} non-finite gradients in a row "
+                f"at step {step}; lower the learning rate or clip the gradients"
+            )
+
+    def _save(self, state: TrainState) -> Path | None:
+        if self.run is None or int(state.step) == self.saved:
+            return None if self.run is None else ckpt.latest(self.run.checkpoints)
+        self.saved = int(state.step)
+        tree = {"state": state, "key": self.key_data}
+        meta = {"config": self.config, "key": self.key_data.tolist()}
+        return ckpt.save(self.run.checkpoints, self.saved, tree, meta=meta)
+
+    def finish(self, state: TrainState) -> FitResult:
+        """Checkpoint a run its data ended early, evaluate, write and return the summary."""
+        t_end = time.perf_counter()
+        if self.unlogged is not None:  # an iterable of batches ended between two logged steps
+            self._log(*self.unlogged, state.params, True)
+        if self.checkpoint_every is not None:
+            self._save(state)
+        final = self._evaluate(state.params) if self.held_out else {}
+        done = int(state.step) - self.start
+        timed = None if self.t_compiled is None or done < 2 else t_end - self.t_compiled
+        name = self.source.name
+        summary = {
+            "final_eval_loss": final.get("eval_loss"),
+            f"final_eval_{name}": final.get(f"eval_{name}"),
+            "baseline": self.source.baseline,
+            "task": self.source.task,
+            "steps": int(state.step),
+            "steps_this_run": done,
+            "wall_seconds": t_end - self.t_start,
+            "first_step_seconds": (
+                None if self.t_compiled is None else self.t_compiled - self.t_start
+            ),
+            "steps_per_second": (
+                None if timed is None else (done - 1) / max(timed - self.eval_seconds, 1e-9)
+            ),
+            "skipped_updates": int(getattr(state.opt_state, "total_notfinite", 0)),
+            "compiles": self.traces,
+            "resumed_from": self.start if self.resume else None,
+            "config": self.config,
+        }
+        if self.run is not None:
+            self.run.write_summary(summary)
+        return FitResult(state, summary, self.history)
 
 
 class _Sharding(NamedTuple):
     """How :func:`fit` places its arrays.
 
-    ``batch`` shards a batch made inside ``jit``, ``place`` one made outside,
-    ``replicate`` copies the state to every device.
+    ``place`` shards a batch along its batch axis, ``replicate`` copies a pytree
+    to every device.
     """
 
-    batch: Callable[[Batch], Batch]
     place: Callable[[Batch], Batch]
     replicate: Callable[[Any], Any]
 
 
-def _data_parallel(devices: int | None, batch_size: int) -> _Sharding:
+def _data_parallel(devices: int | None, batch_size: int | None) -> _Sharding:
     if devices is None:
-        return _Sharding(lambda batch: batch, lambda batch: batch, lambda tree: tree)
-    check_positive_int(devices, "devices")
+        return _Sharding(lambda batch: batch, lambda tree: tree)
+    devices = check_positive_int(devices, "devices")
     available = jax.devices()
     if devices > len(available):
         raise ValueError(
             f"devices: expected at most the {len(available)} available device(s), got {devices}"
         )
-    if batch_size % devices:
+    if batch_size is not None and batch_size % devices:
         raise ValueError(
             f"batch_size: expected a multiple of devices={devices} for data parallelism, "
             f"got {batch_size}"
@@ -618,13 +1163,7 @@ def _data_parallel(devices: int | None, batch_size: int) -> _Sharding:
     mesh = jax.make_mesh((devices,), ("data",), auto, devices=available[:devices])
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-    def batch(b: Batch) -> Batch:
-        return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, split), b)
-
-    return _Sharding(
-        batch, lambda b: jax.device_put(b, split), lambda tree: jax.device_put(tree, whole)
-    )
+    return _Sharding(lambda b: jax.device_put(b, split), lambda tree: jax.device_put(tree, whole))
 
 
 def _learning_rate(opt_state: Any) -> Array:
@@ -633,67 +1172,3 @@ def _learning_rate(opt_state: Any) -> Array:
         if hasattr(s, "hyperparams") and "learning_rate" in s.hyperparams:
             return jnp.asarray(s.hyperparams["learning_rate"], jnp.float32)
     return jnp.asarray(jnp.nan, jnp.float32)
-
-
-def _resume(
-    out_dir: Path, template: TrainState, key: PRNGKey, config: dict[str, Any]
-) -> tuple[TrainState, list[dict[str, Any]]]:
-    path = ckpt.latest(out_dir / "checkpoints")
-    assert path is not None
-    tree, meta = ckpt.restore(path, {"state": template, "key": jax.random.key_data(key)})
-    saved = {k: v for k, v in meta.get("config", {}).items() if k != "steps"}
-    wanted = {k: v for k, v in config.items() if k != "steps"}
-    if saved != wanted:
-        differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
-        raise ValueError(
-            f"resume: the checkpoint in {path} is of another run; it differs in {differ} "
-            f"(saved {[saved.get(k) for k in differ]}, given {[wanted.get(k) for k in differ]})"
-        )
-    if not np.array_equal(tree["key"], jax.random.key_data(key)):
-        raise ValueError(f"resume: the checkpoint in {path} was written with another seed")
-    history = _read_lines(out_dir / "metrics.jsonl")[: meta["history_length"]]
-    return tree["state"], history
-
-
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    lines = []
-    for text in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(text))
-        except json.JSONDecodeError:  # a line cut short by a kill
-            break
-    return lines
-
-
-def _write_lines(path: Path, lines: list[dict[str, Any]]) -> None:
-    _atomic_write(path, "".join(json.dumps(line) + "\n" for line in lines))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _isatty(stream: TextIO) -> bool:
-    return bool(getattr(stream, "isatty", lambda: False)())
-
-
-def _progress(stream: TextIO, line: dict[str, Any], steps: int, metric_name: str) -> None:
-    width = 24
-    done = int(width * line["step"] / steps)
-    bar = "█" * done + "·" * (width - done)
-    text = (
-        f"{bar} {line['step']:>{len(str(steps))}}/{steps}  loss {line['loss']:.4g}  "
-        f"{metric_name} {line[metric_name]:.3f}  |g| {line['grad_norm']:.3g}  "
-        f"{line['steps_per_s']:.1f} steps/s"
-    )
-    if "eval_loss" in line:
-        text += f"  eval {line['eval_loss']:.4g}"
-    stream.write(("\r" + text) if _isatty(stream) else (text + "\n"))
-    stream.flush()

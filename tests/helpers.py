@@ -190,3 +190,13 @@ def vjp_all(fn, primals):
         treedef, [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves, strict=True)]
     )
     return out, vjp(cot)
+
+
+def exit_code(argv):
+    """``jaxrnn``'s exit status for ``argv``, returned by ``main`` or raised by argparse."""
+    from jaxrnn._cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code

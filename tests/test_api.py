@@ -54,6 +54,7 @@ PUBLIC = {
     "minlstm",
     "plots",
     "reference",
+    "runlog",
     "scan",
     "stack",
     "tasks",
@@ -77,7 +78,7 @@ def test_every_public_callable_has_a_docstring_with_an_example():
         jaxrnn.training,
         jaxrnn.diagnostics,
     )
-    for module in (*modules, jaxrnn.plots, jaxrnn.checkpoint):
+    for module in (*modules, jaxrnn.plots, jaxrnn.checkpoint, jaxrnn.runlog):
         for name in module.__all__:
             obj = getattr(module, name)
             if callable(obj):

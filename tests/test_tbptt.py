@@ -71,3 +71,58 @@ def test_errors():
     with pytest.raises(ValueError, match="xs: expected a stream of at least k2 = 60 steps, got 47"):
         run.update(run.init(params0, carry0), xs, targets)
     assert run.num_updates(47) == 0
+
+
+def dict_loss_fn(ys, target):
+    return jnp.mean((ys[..., 0] - target["y"]) ** 2) + jnp.mean(target["w"] ** 2)
+
+
+@pytest.mark.parametrize(
+    ("stream", "loss", "message"),
+    [
+        (
+            targets[:40],
+            loss_fn,
+            r"targets: expected a stream of 47 steps .*, got 40 steps \(shape \(40, 3\)\)",
+        ),
+        (
+            targets[:, 0].sum(),
+            loss_fn,
+            r"targets: expected a stream of 47 steps .*, got a scalar \(shape \(\)\)",
+        ),
+        (
+            {"y": targets, "w": targets[:46]},
+            dict_loss_fn,
+            r"targets\['w'\]: expected a stream of 47 steps .*, got 46 steps",
+        ),
+    ],
+)
+def test_targets_shorter_than_the_stream_are_refused_at_trace_time(stream, loss, message):
+    # dynamic_slice clamps its start: a shorter stream would silently give misaligned targets.
+    run = jaxrnn.tbptt(apply, loss, optax.sgd(0.1), 5)
+    with pytest.raises(ValueError, match=message):
+        run.update(run.init(params0, carry0), xs, stream)
+
+
+def test_targets_as_a_pytree_of_full_streams_are_accepted():
+    run = jaxrnn.tbptt(apply, dict_loss_fn, optax.sgd(0.0), 5)
+    _, loss = run.update(run.init(params0, carry0), xs, {"y": targets, "w": 2 * targets})
+    _, ys = apply(params0, carry0, xs[:5])
+    np.testing.assert_allclose(
+        loss, dict_loss_fn(ys, {"y": targets[:5], "w": 2 * targets[:5]}), rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize("integer", [np.int64, np.int32, jnp.int32])
+def test_window_sizes_may_be_numpy_or_jax_integers(integer):
+    run = jaxrnn.tbptt(apply, loss_fn, optax.sgd(0.0), integer(4), integer(6))
+    assert run.num_updates(T) == (T - 6) // 4 + 1
+    state = run.init(params0, carry0)
+    state, _ = run.update(state, xs, targets)
+    state, _ = run.update(state, xs, targets)
+    assert state.position.dtype == jnp.int32 and int(state.position) == 8
+    carry_8, _ = apply(params0, carry0, xs[:8])
+    for a, b in zip(jax.tree.leaves(state.carry), jax.tree.leaves(carry_8), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="k2: expected at least k1 = 4, got 3"):
+        jaxrnn.tbptt(apply, loss_fn, optax.sgd(0.1), integer(4), integer(3))

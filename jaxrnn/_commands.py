@@ -1,0 +1,316 @@
+"""What the ``jaxrnn`` commands do: ``showcase``, ``train``, ``plot`` and ``sample``.
+
+:mod:`jaxrnn._cli` parses the command line without importing JAX and calls
+these; ``demo`` and ``gradients`` live in :mod:`jaxrnn._demo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import jaxrnn
+from jaxrnn import _demo, checkpoint, runlog, tasks, training
+
+CELLS: dict[str, Callable[[int, int], jaxrnn.Cell]] = {
+    "elman": lambda hidden, seq_len: jaxrnn.elman(hidden),
+    "irnn": lambda hidden, seq_len: jaxrnn.elman(
+        hidden, activation="relu", recurrent_init="identity"
+    ),
+    "lstm": lambda hidden, seq_len: jaxrnn.lstm(hidden, forget_bias=1.0),
+    "lstm-chrono": lambda hidden, seq_len: jaxrnn.lstm(hidden, chrono=seq_len),
+    "gru": lambda hidden, seq_len: jaxrnn.gru(hidden),
+}
+
+
+class Setup:
+    """The task, cell, model and optimizer a ``train`` configuration describes."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        flags = argparse.Namespace(**config)
+        if config.get("data") is not None:
+            self.task = load_data(Path(flags.data))
+        else:
+            try:
+                self.task = tasks.get(flags.task, flags.seq_len)
+            except ValueError as e:
+                raise ValueError(f"--seq-len: {e}") from None
+        if flags.cell == "lstm-chrono" and self.task.seq_len < 2:
+            raise ValueError(
+                "--seq-len: lstm-chrono draws its forget-gate biases from log U(1, T - 1) and "
+                f"needs T >= 2, got {self.task.seq_len}"
+            )
+        self.cell = CELLS[flags.cell](flags.hidden, self.task.seq_len)
+        rnn = self.cell if flags.layers == 1 else jaxrnn.stack(self.cell, num_layers=flags.layers)
+        options = {} if flags.truncate is None else {"truncate": flags.truncate}
+        compute_dtype = jnp.bfloat16 if flags.dtype == "bfloat16" else None
+        self.model = training.readout(
+            rnn, self.task.output_size, compute_dtype=compute_dtype, **options
+        )
+        self.tx = _demo.optimizer_from_flags(flags)
+
+
+def load_data(path: Path) -> tasks.Task:
+    """The task :func:`jaxrnn.tasks.from_arrays` makes of ``--data``'s arrays."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"--data: cannot read {path} as an .npz of arrays: {e}") from None
+    missing = {"xs", "targets"} - arrays.keys()
+    if missing:
+        raise ValueError(
+            f"--data: {path} lacks {sorted(missing)} (it holds {sorted(arrays)}); expected xs, "
+            "targets and optionally lengths, eval_xs, eval_targets, eval_lengths"
+        )
+    held = None
+    if "eval_xs" in arrays or "eval_targets" in arrays:
+        held = (arrays.get("eval_xs"), arrays.get("eval_targets"), arrays.get("eval_lengths"))
+    try:
+        return tasks.from_arrays(
+            arrays["xs"], arrays["targets"], arrays.get("lengths"), eval_data=held, name=path.stem
+        )
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--data: {path}: {e}") from None
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """(compile + first run, median of later runs) in milliseconds."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        runs.append(time.perf_counter() - start)
+    return 1e3 * first, 1e3 * statistics.median(runs)
+
+
+def showcase(args: argparse.Namespace) -> int:
+    """Run an Elman RNN, an LSTM, a GRU and a 2-layer bidirectional LSTM; print what they do."""
+    t, b, i, h = args.seq_len, args.batch_size, args.input_size, args.hidden
+    k_x, k_len, k_params = jax.random.split(jax.random.key(args.seed), 3)
+    xs = jax.random.normal(k_x, (t, b, i))
+    lengths = jax.random.randint(k_len, (b,), max(1, t // 2), t + 1)
+    device = jax.devices()[0]
+    print(f"jaxrnn {jaxrnn.__version__} on jax {jax.__version__}, {device.platform}: {device}")
+    print(
+        f"inputs xs: [T={t}, B={b}, I={i}], hidden size H={h}; lengths in [{max(1, t // 2)}, {t}]\n"
+    )
+    print("loss = mean over the batch of ‖y_T‖², read at each sequence's last valid step")
+    print("‖∂L/∂x_1‖ / ‖∂L/∂x_T‖ is how much of the loss's gradient reaches the first input\n")
+
+    models: list[tuple[str, jaxrnn.Stack]] = [
+        ("Elman tanh + output layer", jaxrnn.stack(jaxrnn.elman(h, output_size=1))),
+        ("LSTM, forget bias 1", jaxrnn.stack(jaxrnn.lstm(h, forget_bias=1.0))),
+        ("GRU, chrono init", jaxrnn.stack(jaxrnn.gru(h, chrono=max(t, 2)))),
+        (
+            "2-layer bidirectional LSTM",
+            jaxrnn.stack(jaxrnn.lstm(h), num_layers=2, bidirectional=True),
+        ),
+    ]
+    header = (
+        f"{'model':<28} {'params':>8} {'ys shape':>15} {'compile ms':>11} "
+        f"{'fwd+bwd ms':>11} {'‖∇θ L‖':>9} {'‖∂L/∂x_1‖/‖∂L/∂x_T‖':>20}"
+    )
+    print(header)
+    print("-" * len(header))
+    ratios: dict[str, float] = {}
+    for name, rnn in models:
+        params = rnn.init(k_params, i)
+
+        def loss(params: Any, xs: jax.Array, rnn: jaxrnn.Stack = rnn) -> jax.Array:
+            _, ys = rnn.apply(params, xs, lengths=lengths)
+            last = jnp.take_along_axis(ys, (lengths - 1)[None, :, None], axis=0)[0]
+            return jnp.mean(jnp.sum(last**2, axis=-1))
+
+        grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
+        compile_ms, run_ms = _time(lambda: grad_fn(params, xs), args.repeats)  # noqa: B023
+        d_params, d_xs = grad_fn(params, xs)
+        last_dx = jnp.take_along_axis(d_xs, (lengths - 1)[None, :, None], axis=0)[0]
+        ratio = float(jnp.linalg.norm(d_xs[0]) / jnp.linalg.norm(last_dx))
+        ratios[name] = ratio
+        n_params = sum(leaf.size for leaf in jax.tree.leaves(params))
+        ys_shape = str(tuple(jax.eval_shape(rnn.apply, params, xs)[1].shape))
+        print(
+            f"{name:<28} {n_params:>8} {ys_shape:>15} {compile_ms:>11.0f} {run_ms:>11.2f} "
+            f"{float(optax.tree.norm(d_params)):>9.3g} {ratio:>20.2e}"
+        )
+    elman_ratio, lstm_ratio = ratios[models[0][0]], ratios[models[1][0]]
+    more = (
+        f"{lstm_ratio / elman_ratio:.1e}x more"
+        if elman_ratio > 0
+        else "the RNN's share underflowed float32 to 0"
+    )
+    print(
+        f"\nAcross about {t} steps the tanh RNN keeps {elman_ratio:.1e} of its gradient, the "
+        f"LSTM {lstm_ratio:.1e}\n({more}): the vanishing gradient that gates were designed "
+        "to fix."
+    )
+    return 0
+
+
+def train(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    """``jaxrnn train``: one model on one task, in a run directory never overwritten."""
+    if args.distributed:
+        _start_distributed()
+    if args.devices is not None and args.devices > len(jax.devices()):
+        raise ValueError(f"--devices: expected at most {len(jax.devices())}, got {args.devices}")
+    setup = Setup(config)
+    extra = _carry_grad_metric(setup.cell, setup.task) if args.carry_grads else None
+    task = setup.task
+    print(
+        f"training {args.cell} (H={args.hidden}, {args.layers} layer(s)) on {task.name} "
+        f"(T={args.seq_len}, baseline loss {task.baseline:.4g}) for {args.steps} steps -> "
+        f"{args.out}"
+    )
+    result = training.fit(
+        setup.model,
+        task,
+        setup.tx,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        key=jax.random.key(args.seed),
+        out=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        eval_every=args.eval_every,
+        log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every or args.eval_every or max(1, args.steps // 10),
+        config=config,
+        extra_metrics=extra,
+        devices=args.devices,
+        progress=not args.quiet,
+    )
+    if jax.process_index() != 0:
+        return 0
+    if args.carry_grads:
+        _heatmap(result.history, args.out)
+    s = result.summary
+    metric = f"final_eval_{task.metric_name}"
+    print(
+        f"final eval loss {s['final_eval_loss']:.4g} (baseline {s['baseline']:.4g}), "
+        f"{task.metric_name} {s[metric]:.3f}; {s['steps_this_run']} steps in "
+        f"{s['wall_seconds']:.1f} s ({_rate(s['steps_per_second'])} steps/s after the first); "
+        f"{s['skipped_updates']} non-finite updates skipped. Wrote {args.out}/summary.json"
+    )
+    return 0
+
+
+def _start_distributed() -> None:
+    """``jax.distributed.initialize()``, its failure as one ValueError line."""
+    try:
+        jax.distributed.initialize()
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"--distributed: could not join a multi-process run ({first}); set "
+            "JAX_COORDINATOR_ADDRESS and run under a cluster JAX detects (Slurm, Open MPI, "
+            "Kubernetes, Cloud TPU), or drop --distributed"
+        ) from None
+
+
+def _heatmap(history: list[dict[str, Any]], out: Path) -> Path | None:
+    """Write OUT/carry_grad_heatmap.png: ‖∂L/∂h_t‖ per step t across the evaluations."""
+    rows = [line["carry_grad_norms"] for line in history if "carry_grad_norms" in line]
+    if not rows:
+        return None
+    try:
+        from jaxrnn import plots
+
+        fig = plots.gradient_heatmap(
+            rows, ylabel="evaluation", title="‖∂L/∂h_t‖ on a held-out batch during training"
+        )
+    except ImportError as e:
+        print(f"no heatmap: {e}")
+        return None
+    path = out / "carry_grad_heatmap.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    print(f"wrote {path}")
+    return path
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def _carry_grad_metric(cell: jaxrnn.Cell, task: tasks.Task) -> Callable[..., dict[str, Any]]:
+    """``extra_metrics`` for ``fit``: the batch mean of ‖∂L/∂h_t‖ for every step t."""
+    norms = jax.jit(functools.partial(_demo.mean_carry_grad_norms, cell, task=task))
+
+    return lambda params, batch: {"carry_grad_norms": norms(params=params, batch=batch).tolist()}
+
+
+def plot(args: argparse.Namespace) -> int:
+    """``jaxrnn plot RUN_DIR``: learning curves, gradient norms and the heatmap of a run."""
+    from jaxrnn import plots
+
+    run = Path(args.run_dir)
+    history = runlog.read_metrics(run)
+    if not history:
+        raise ValueError(f"RUN_DIR: no metric lines in {run / runlog.METRICS}")
+    summary = _summary(run)
+    out = args.out or run
+    out.mkdir(parents=True, exist_ok=True)
+    fig = plots.run_curves(history, baseline=summary.get("baseline"), title=f"{run.name}: training")
+    path = out / "curves.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    print(f"wrote {path}")
+    _heatmap(history, out)
+    return 0
+
+
+def _summary(run: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        loaded = json.loads((run / runlog.SUMMARY).read_text())
+    except (OSError, ValueError):  # a run still going, or stopped: no summary yet
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def sample(args: argparse.Namespace) -> int:
+    """``jaxrnn sample RUN_DIR``: text from a character model trained by ``jaxrnn train``."""
+    directory = Path(args.run_dir) / runlog.CHECKPOINTS
+    path = checkpoint.latest(directory)
+    if path is None:
+        raise ValueError(f"RUN_DIR: no checkpoint in {directory} (train with --checkpoint-every)")
+    config = checkpoint.read_meta(path).get("config", {})
+    if config.get("task") != "text":
+        raise ValueError(
+            f"RUN_DIR: sample needs a run of --task text, got a run of {config.get('task')!r}"
+        )
+    setup = Setup(config)
+    tx = optax.apply_if_finite(setup.tx, max_consecutive_errors=2**31 - 1)
+
+    def template() -> dict[str, Any]:
+        params = setup.model.init(jax.random.key(0), setup.task.input_size)
+        state = training.TrainState.create(params, tx)
+        return {"state": state, "key": jax.random.key_data(jax.random.key(0))}
+
+    tree, meta, used = checkpoint.restore_latest(directory, template())
+    params = tree["state"].params
+    text = training.sample_text(
+        setup.model,
+        params,
+        args.prompt,
+        args.length,
+        jax.random.key(args.seed),
+        temperature=args.temperature,
+    )
+    print(f"# {used.name} (step {meta['step']}), temperature {args.temperature}")
+    print(text)
+    return 0
