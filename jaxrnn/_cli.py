@@ -63,6 +63,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _path(text: str) -> Path:
+    return Path(text).expanduser()  # `--out=~/runs`: the shell expands no ~ after =
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -74,12 +78,13 @@ def _seed(text: str) -> int:
 
 
 def _temperature(text: str) -> float:
-    if text.strip() in ("0", "0.0"):
-        return 0.0
     try:
-        return _positive_float(text)
-    except argparse.ArgumentTypeError:
+        value = float(text)
+    except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
 
 
 def _clip(text: str) -> float | None:
@@ -151,7 +156,7 @@ def _training_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
     )
     add("--schedule", choices=("constant", "cosine", "warmup-cosine"), default="constant")
     add("--seed", type=_seed, default=0, help="PRNG seed in [0, 2**63) (default %(default)s)")
-    add("--out", type=Path, default=defaults["out"], help=defaults["out_help"])
+    add("--out", type=_path, default=defaults["out"], help=defaults["out_help"])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -191,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--task", choices=TASK_NAMES, default=None, help="(default adding)")
     train.add_argument(
         "--data",
-        type=Path,
+        type=_path,
         default=None,
         metavar="FILE.npz",
         help="train on your own sequences instead of a task: an .npz with xs [N, T, I] "
@@ -272,7 +277,7 @@ def _parser() -> argparse.ArgumentParser:
     grads.add_argument("--hidden", type=_positive_int, default=128, help="H (default 128)")
     grads.add_argument("--batch-size", type=_positive_int, default=64, help="(default 64)")
     grads.add_argument("--seed", type=_seed, default=0, help="(default 0)")
-    grads.add_argument("--out", type=Path, default=Path("jaxrnn-gradients"))
+    grads.add_argument("--out", type=_path, default=Path("jaxrnn-gradients"))
 
     show = commands.add_parser(
         "showcase",
@@ -292,8 +297,8 @@ def _parser() -> argparse.ArgumentParser:
         "curves.png (train and held-out loss, metric, gradient norm) and, when logged with "
         "--carry-grads, carry_grad_heatmap.png.",
     )
-    plot.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
-    plot.add_argument("--out", type=Path, default=None, help="where to write (default RUN_DIR)")
+    plot.add_argument("run_dir", type=_path, metavar="RUN_DIR", help="a run directory")
+    plot.add_argument("--out", type=_path, default=None, help="where to write (default RUN_DIR)")
 
     sample = commands.add_parser(
         "sample",
@@ -302,7 +307,7 @@ def _parser() -> argparse.ArgumentParser:
         "and generate characters one at a time, each drawn from the model's softmax at the "
         "given temperature and fed back.",
     )
-    sample.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
+    sample.add_argument("run_dir", type=_path, metavar="RUN_DIR", help="a run directory")
     sample.add_argument("--prompt", default="def ", help="text to start from (default %(default)r)")
     sample.add_argument(
         "--length", type=_positive_int, default=300, help="characters to generate (default 300)"
@@ -388,6 +393,14 @@ def _check_train_flags(args: argparse.Namespace) -> None:
         )
 
 
+def _open_run(args: argparse.Namespace) -> runlog.RunDir:
+    try:
+        return runlog.RunDir(args.out, resume=args.resume, overwrite=args.overwrite)
+    except runlog.RunDirError as e:
+        print(f"jaxrnn train: error: {_message(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _resume_command(argv: Sequence[str], out: Path) -> str:
     words = [w for w in argv if w != "--overwrite"]
     if "--out" not in words and not any(w.startswith("--out=") for w in words):
@@ -408,11 +421,11 @@ def _exit_code(error: BaseException) -> int | None:
 
 def _message(error: BaseException) -> str:
     """The error's text, in the command line's words (flags, not keyword arguments)."""
-    from jaxrnn import training
-
-    if isinstance(error, training.ConfigMismatch):
+    if isinstance(error, runlog.ConfigMismatch):
         return "--resume: the run was made with other flags: " + ", ".join(
-            f"--{k.replace('_', '-')} {s!r} there, {g!r} now"
+            "--data (the file's contents changed)"
+            if k == "data_sha256"
+            else f"--{k.replace('_', '-')} {s!r} there, {g!r} now"
             for k, (s, g) in error.differences.items()
         )
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -430,14 +443,23 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         resolve_train(args)
         config = train_config(args)
         args.out = args.out or default_out(config)
-        from jaxrnn import _commands
+        if args.distributed:  # process 0 opens the run directory once all have joined
+            from jaxrnn import _commands
 
-        return _commands.train(args, config)
+            return _commands.train(args, config, None)
+        # Opened before JAX is imported: a refused directory is said at once, and a stop
+        # asked for while starting up is kept for the training loop.
+        with runlog.StopSignals(), _open_run(args) as run:
+            from jaxrnn import _commands
+
+            return _commands.train(args, config, run)
     if args.command in ("demo", "gradients"):
         _writable(args.parser, args.out)
         from jaxrnn import _demo
 
         return _demo.demo(args) if args.command == "demo" else _demo.gradients(args)
+    if args.command == "plot" and args.out is not None:
+        _writable(args.parser, args.out)
     from jaxrnn import _commands
 
     command = {"showcase": _commands.showcase, "plot": _commands.plot, "sample": _commands.sample}
@@ -454,6 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: warning: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # a warning, not an error, on the command line
         warnings.showwarning = one_line
         try:
             return _run(args, argv)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -64,7 +65,13 @@ def load_data(path: Path) -> tasks.Task:
     import numpy as np
 
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"--data: cannot read {path} as an .npz of arrays: {e}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"--data: {path} holds one array; expected an .npz (np.savez) of arrays")
+    try:
+        with data:
             arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError, EOFError) as e:
         raise ValueError(f"--data: cannot read {path} as an .npz of arrays: {e}") from None
@@ -75,8 +82,14 @@ def load_data(path: Path) -> tasks.Task:
             "targets and optionally lengths, eval_xs, eval_targets, eval_lengths"
         )
     held = None
-    if "eval_xs" in arrays or "eval_targets" in arrays:
-        held = (arrays.get("eval_xs"), arrays.get("eval_targets"), arrays.get("eval_lengths"))
+    given = {"eval_xs", "eval_targets", "eval_lengths"} & arrays.keys()
+    if given:
+        if not {"eval_xs", "eval_targets"} <= given:
+            raise ValueError(
+                f"--data: {path} holds {sorted(given)}; expected eval_xs and eval_targets "
+                "together (and optionally eval_lengths)"
+            )
+        held = (arrays["eval_xs"], arrays["eval_targets"], arrays.get("eval_lengths"))
     try:
         return tasks.from_arrays(
             arrays["xs"], arrays["targets"], arrays.get("lengths"), eval_data=held, name=path.stem
@@ -162,8 +175,12 @@ def showcase(args: argparse.Namespace) -> int:
     return 0
 
 
-def train(args: argparse.Namespace, config: dict[str, Any]) -> int:
-    """``jaxrnn train``: one model on one task, in a run directory never overwritten."""
+def train(args: argparse.Namespace, config: dict[str, Any], run: runlog.RunDir | None) -> int:
+    """``jaxrnn train``: one model on one task, in a run directory never overwritten.
+
+    ``run`` is ``args.out`` already opened (locked and checked) by the command line;
+    None in a multi-process run, where process 0 opens it after joining.
+    """
     if args.distributed:
         _start_distributed()
     if args.devices is not None and args.devices > len(jax.devices()):
@@ -173,7 +190,7 @@ def train(args: argparse.Namespace, config: dict[str, Any]) -> int:
     task = setup.task
     print(
         f"training {args.cell} (H={args.hidden}, {args.layers} layer(s)) on {task.name} "
-        f"(T={args.seq_len}, baseline loss {task.baseline:.4g}) for {args.steps} steps -> "
+        f"(T={task.seq_len}, baseline loss {task.baseline:.4g}) for {args.steps} steps -> "
         f"{args.out}"
     )
     result = training.fit(
@@ -183,7 +200,7 @@ def train(args: argparse.Namespace, config: dict[str, Any]) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         key=jax.random.key(args.seed),
-        out=args.out,
+        out=run or args.out,
         resume=args.resume,
         overwrite=args.overwrite,
         eval_every=args.eval_every,
@@ -257,19 +274,41 @@ def plot(args: argparse.Namespace) -> int:
     """``jaxrnn plot RUN_DIR``: learning curves, gradient norms and the heatmap of a run."""
     from jaxrnn import plots
 
-    run = Path(args.run_dir)
+    run = _run_dir(args.run_dir)
     history = runlog.read_metrics(run)
     if not history:
         raise ValueError(f"RUN_DIR: no metric lines in {run / runlog.METRICS}")
     summary = _summary(run)
     out = args.out or run
-    out.mkdir(parents=True, exist_ok=True)
     fig = plots.run_curves(history, baseline=summary.get("baseline"), title=f"{run.name}: training")
     path = out / "curves.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     print(f"wrote {path}")
+    if not any(math.isfinite(line.get("loss", math.nan)) for line in history):
+        print("note: no logged loss is finite: the run diverged (see 'skipped' in its metrics)")
     _heatmap(history, out)
     return 0
+
+
+def _run_dir(path: Path) -> Path:
+    if not path.is_dir():
+        raise ValueError(f"RUN_DIR: {path} is not a directory")
+    return path
+
+
+def _newest_config(directory: Path) -> dict[str, Any]:
+    """The ``train`` configuration in the newest checkpoint whose metadata reads."""
+    import warnings
+
+    found = checkpoint.checkpoints(directory)
+    if not found:
+        raise ValueError(f"RUN_DIR: no checkpoint in {directory}")
+    for path in reversed(found):
+        try:
+            return dict(checkpoint.read_meta(path).get("config", {}))
+        except checkpoint.CheckpointError as e:
+            warnings.warn(f"skipping {e}", stacklevel=2)
+    raise checkpoint.CheckpointError(f"RUN_DIR: no checkpoint in {directory} is intact")
 
 
 def _summary(run: Path) -> dict[str, Any]:
@@ -284,11 +323,8 @@ def _summary(run: Path) -> dict[str, Any]:
 
 def sample(args: argparse.Namespace) -> int:
     """``jaxrnn sample RUN_DIR``: text from a character model trained by ``jaxrnn train``."""
-    directory = Path(args.run_dir) / runlog.CHECKPOINTS
-    path = checkpoint.latest(directory)
-    if path is None:
-        raise ValueError(f"RUN_DIR: no checkpoint in {directory} (train with --checkpoint-every)")
-    config = checkpoint.read_meta(path).get("config", {})
+    directory = _run_dir(args.run_dir) / runlog.CHECKPOINTS
+    config = _newest_config(directory)
     if config.get("task") != "text":
         raise ValueError(
             f"RUN_DIR: sample needs a run of --task text, got a run of {config.get('task')!r}"

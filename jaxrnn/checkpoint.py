@@ -63,7 +63,15 @@ import numpy as np
 
 from jaxrnn._cell import as_int
 
-__all__ = ["CheckpointError", "latest", "read_meta", "restore", "restore_latest", "save"]
+__all__ = [
+    "CheckpointError",
+    "checkpoints",
+    "latest",
+    "read_meta",
+    "restore",
+    "restore_latest",
+    "save",
+]
 
 _LISTED = re.compile(r"(\.?)step_(\d{8,})((?:\.old)?)")  # step_N, or .step_N.old set aside
 _LEFTOVER = re.compile(r"\.step_\d{8,}(\.old)?\.(tmp|del)-\w+")
@@ -138,7 +146,9 @@ def save(
         for n, a in zip(names, arrays, strict=True)
     ]
     try:
-        text = json.dumps({**(meta or {}), "step": number, "leaves": leaves}, indent=1)
+        text = json.dumps(
+            {**(meta or {}), "step": number, "leaves": leaves}, indent=1, default=_scalar
+        )
     except (TypeError, ValueError) as err:
         raise ValueError(f"meta: expected JSON-serialisable values, got {err}") from err
     root = Path(directory)
@@ -146,6 +156,7 @@ def save(
     _tidy(root)
     final, aside = root / f"step_{number:08d}", root / f".step_{number:08d}.old"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make the checkpoint private
     try:
         _write(tmp / "arrays.npz", lambda f: _write_arrays(f, names, arrays))
         _write(tmp / "meta.json", lambda f: f.write(text.encode()))
@@ -164,6 +175,19 @@ def save(
         for old in others[: max(len(others) - (count - 1), 0)]:
             _delete(old)
     return final
+
+
+def _scalar(value: Any) -> Any:
+    """JSON for NumPy and JAX scalars in ``meta``; a TypeError for anything else."""
+    if isinstance(value, np.generic | jax.Array) and np.ndim(value) == 0:
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _flatten(tree: Any) -> tuple[list[str], list[np.ndarray]]:
@@ -270,6 +294,21 @@ def _list(root: Path) -> list[tuple[int, Path]]:
         if found and not (found[1] and found[0] in steps):  # step_N wins over .step_N.old
             steps[found[0]] = p
     return sorted(steps.items())
+
+
+def checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
+    """Every checkpoint under ``directory``, by step (see :func:`latest` for the newest).
+
+    Example:
+      >>> import tempfile, numpy as np
+      >>> from jaxrnn import checkpoint
+      >>> root = tempfile.mkdtemp()
+      >>> for step in (5, 10):
+      ...     _ = checkpoint.save(root, step, np.zeros(2), keep=None)
+      >>> [p.name for p in checkpoint.checkpoints(root)]
+      ['step_00000005', 'step_00000010']
+    """
+    return [path for _, path in _list(Path(directory))]
 
 
 def latest(directory: str | os.PathLike[str]) -> Path | None:

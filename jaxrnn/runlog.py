@@ -48,6 +48,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 __all__ = [
+    "ConfigMismatch",
     "Progress",
     "RunDir",
     "RunDirError",
@@ -128,7 +129,7 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
       >>> with warnings.catch_warnings(record=True) as caught:
       ...     warnings.simplefilter("always")
       ...     lines = runlog.read_metrics(run)
-      >>> lines, str(caught[0].message).endswith("skipped damaged line(s) 2")
+      >>> lines, str(caught[0].message).endswith("skipped 1 damaged line(s): 2")
       ([{'step': 1}, {'step': 2}], True)
     """
     path = Path(run_dir)
@@ -144,14 +145,14 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             line = json.loads(text)
         except json.JSONDecodeError:
             line = None
-        if isinstance(line, dict) and isinstance(line.get("step"), int):
+        step = line.get("step") if isinstance(line, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool):
             lines.append(line)
         else:
             damaged.append(number)
     if damaged:
-        warnings.warn(
-            f"{path}: skipped damaged line(s) {', '.join(map(str, damaged))}", stacklevel=2
-        )
+        shown = ", ".join(map(str, damaged[:10])) + (", …" if len(damaged) > 10 else "")
+        warnings.warn(f"{path}: skipped {len(damaged)} damaged line(s): {shown}", stacklevel=2)
     return lines
 
 
@@ -165,9 +166,14 @@ class RunDir:
       overwrite: a run already there is moved aside to
         ``<path>.old-<YYYYmmdd-HHMMSS>`` (next to ``path``) first.
 
+    A directory holds a run when it has a ``metrics.jsonl``, a
+    ``summary.json`` or a ``checkpoints/``; a non-empty directory that holds
+    none is refused even with ``overwrite`` (nothing but runs is ever moved).
+
     Raises:
       RunDirError: ``path`` holds a run and neither ``resume`` nor
-        ``overwrite`` was given; or another process holds the lock.
+        ``overwrite`` was given; it holds other files; ``resume`` finds no
+        run; ``path`` is a file; or another process holds the lock.
 
     Use it as a context manager (or call :meth:`close`): the lock is
     released and the metrics file closed on exit.
@@ -188,9 +194,13 @@ class RunDir:
     ) -> None:
         if resume and overwrite:
             raise ValueError("overwrite: cannot both resume a run and move it aside")
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         self.moved_to: Path | None = None
         self._metrics: TextIO | None = None
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"out: {self.path} is a file, expected a directory")
+        if resume and not _holds_run(self.path):
+            raise RunDirError(f"resume: nothing to resume, no run in {self.path}")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock = open(self.path / LOCK, "a+")  # noqa: SIM115 - held until close()
@@ -198,30 +208,40 @@ class RunDir:
             raise RunDirError(f"out: cannot write to {self.path}: {e.strerror or e}") from None
         try:
             _lock(self._lock, self.path)
-            old = sorted(p.name for p in self.path.iterdir() if p.name != LOCK)
-            if old and not resume:
-                if not overwrite:
-                    raise RunDirError(
-                        f"out: {self.path} already holds a run ({', '.join(old[:3])}"
-                        f"{', …' if len(old) > 3 else ''}); pass resume=True to continue it or "
-                        "overwrite=True to move it aside"
-                    )
-                self.moved_to = self._move_aside(old)
+            self._check(resume, overwrite)
         except BaseException:
             self._lock.close()
             raise
 
+    def _check(self, resume: bool, overwrite: bool) -> None:
+        old = sorted(p.name for p in self.path.iterdir() if p.name != LOCK)
+        if not old or resume:
+            return
+        listed = ", ".join(old[:3]) + (", …" if len(old) > 3 else "")
+        if not _holds_run(self.path):
+            raise RunDirError(
+                f"out: {self.path} holds files that are not a run ({listed}); choose a new or "
+                "empty directory"
+            )
+        if not overwrite:
+            raise RunDirError(
+                f"out: {self.path} already holds a run ({listed}); pass resume=True to continue "
+                "it or overwrite=True to move it aside"
+            )
+        self.moved_to = self._move_aside(old)
+
     def _move_aside(self, names: list[str]) -> Path:
+        here = self.path.resolve()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for suffix in ["", *(f"-{i}" for i in range(1, 1000))]:
-            target = self.path.with_name(f"{self.path.name}.old-{stamp}{suffix}")
+            target = here.with_name(f"{here.name}.old-{stamp}{suffix}")
             try:
                 target.mkdir()
                 break
             except FileExistsError:
                 continue
         for name in names:
-            os.rename(self.path / name, target / name)
+            os.rename(here / name, target / name)
         return target
 
     @property
@@ -246,9 +266,9 @@ class RunDir:
         self._metrics.flush()
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
-        """Write ``summary.json`` atomically; return its path."""
+        """Write ``summary.json`` atomically as strict JSON (non-finite numbers as null)."""
         path = self.path / SUMMARY
-        atomic_write(path, json.dumps(summary, indent=1) + "\n")
+        atomic_write(path, json.dumps(_finite(summary), indent=1, allow_nan=False) + "\n")
         return path
 
     def close(self) -> None:
@@ -269,6 +289,21 @@ class RunDir:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (strict JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _holds_run(path: Path) -> bool:
+    return any((path / name).exists() for name in (METRICS, SUMMARY, CHECKPOINTS))
 
 
 def _lock(file: TextIO, path: Path) -> None:
@@ -294,6 +329,36 @@ def _lock(file: TextIO, path: Path) -> None:
     file.truncate()
     file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
     file.flush()
+
+
+class ConfigMismatch(ValueError):
+    """A resume whose ``config`` differs from the one stored with the run.
+
+    Raised by :func:`jaxrnn.training.fit` (also as ``training.ConfigMismatch``).
+
+    Attributes:
+      differences: ``{key: (saved, given)}`` for each differing entry.
+
+    Example:
+      >>> import tempfile, jax, jaxrnn
+      >>> from jaxrnn import tasks, training
+      >>> def run(**kwargs):
+      ...     return training.fit(training.readout(jaxrnn.gru(4), 1), tasks.adding(5),
+      ...                         training.optimizer(1e-2), steps=2, batch_size=2,
+      ...                         key=jax.random.key(0), progress=False, **kwargs)
+      >>> out = tempfile.mkdtemp()
+      >>> _ = run(out=out, checkpoint_every=2, config={"hidden": 4})
+      >>> try:
+      ...     run(out=out, resume=True, config={"hidden": 8})
+      ... except training.ConfigMismatch as e:
+      ...     e.differences
+      {'hidden': (4, 8)}
+    """
+
+    def __init__(self, path: Path, differences: dict[str, tuple[Any, Any]]):
+        self.differences = differences
+        listed = ", ".join(f"{k} (saved {s!r}, given {g!r})" for k, (s, g) in differences.items())
+        super().__init__(f"resume: the run in {path} was made with another config: {listed}")
 
 
 class Stopped(Exception):
@@ -332,8 +397,11 @@ class Stopped(Exception):
 class StopSignals:
     """While entered, SIGINT and SIGTERM are recorded in ``received`` instead of acting.
 
-    A second one acts at once (the previous handler is back). Only in the main
-    thread (where Python runs signal handlers), and only when ``enabled``.
+    A second one acts at once (the handler from before the outermost
+    ``StopSignals`` is back). Nested, an inner one starts with the outer one's
+    received signal, so a stop asked for during a program's start-up is kept.
+    Only in the main thread (where Python runs signal handlers), and only when
+    ``enabled``.
 
     Example:
       >>> import os, signal
@@ -351,17 +419,27 @@ class StopSignals:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = signum
-        signal.signal(signum, self._old[signum])
+        signal.signal(signum, self._first[signum])
 
     def __enter__(self) -> StopSignals:
+        self._first: dict[int, Any] = {}
         if self.enabled:
             for signum in (signal.SIGINT, signal.SIGTERM):
-                self._old[signum] = signal.signal(signum, self._handle)
+                self._old[signum] = old = signal.signal(signum, self._handle)
+                outer = getattr(old, "__self__", None)
+                if isinstance(outer, StopSignals):  # nested: a stop already asked for counts
+                    self.received = self.received or outer.received
+                    self._first[signum] = outer._first[signum]
+                else:
+                    self._first[signum] = old
         return self
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._old.items():
             signal.signal(signum, handler)
+            outer = getattr(handler, "__self__", None)
+            if isinstance(outer, StopSignals) and self.received is not None:
+                outer.received = outer.received or self.received
 
 
 class Progress:

@@ -941,8 +941,12 @@ def from_arrays(
     per_step = classify and train.targets.ndim == 2
     if classify:
         for part, where in ((train, "targets"), (held, "eval_data.targets")):
-            if part.targets.min() < 0:
-                raise ValueError(f"{where}: expected class indices >= 0, got {part.targets.min()}")
+            low, high = int(part.targets.min()), int(part.targets.max())
+            if low < 0 or high >= _MAX_CLASSES:
+                raise ValueError(
+                    f"{where}: expected class indices in [0, 2**24), got [{low}, {high}] (the "
+                    "number of classes is the largest index + 1)"
+                )
         size = int(max(train.targets.max(), held.targets.max())) + 1
     else:
         size = 1 if train.targets.ndim == 1 else train.targets.shape[1]
@@ -988,6 +992,9 @@ def from_arrays(
     )
 
 
+_MAX_CLASSES = 2**24
+
+
 def _check_arrays(prefix: str, xs: Any, targets: Any, lengths: Any = None) -> Batch:
     """The arrays of :func:`from_arrays` as NumPy arrays, checked; ``lengths`` filled in."""
     xs, targets = np.asarray(xs), np.asarray(targets)
@@ -997,7 +1004,8 @@ def _check_arrays(prefix: str, xs: Any, targets: Any, lengths: Any = None) -> Ba
         )
     n, t = xs.shape[:2]
     integer = np.issubdtype(targets.dtype, np.integer)
-    allowed = ((n,), (n, t)) if integer else ((n,), (n, targets.shape[-1] if targets.ndim else 0))
+    outputs = targets.shape[-1] if targets.ndim == 2 and targets.shape[-1] > 0 else -1
+    allowed = ((n,), (n, t)) if integer else ((n,), (n, outputs))
     if targets.shape not in allowed or not (integer or np.issubdtype(targets.dtype, np.floating)):
         kinds = "float [N] or [N, O], or integer [N] or [N, T]"
         raise ValueError(
@@ -1014,8 +1022,9 @@ def _check_arrays(prefix: str, xs: Any, targets: Any, lengths: Any = None) -> Ba
             f"{prefix}lengths: expected values in [1, T={t}], got [{lengths.min()}, "
             f"{lengths.max()}]"
         )
-    if not np.isfinite(xs).all():
-        raise ValueError(f"{prefix}xs: expected finite values, got NaN or Inf")
+    for name, array in (("xs", xs), ("targets", targets)):
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise ValueError(f"{prefix}{name}: expected finite values, got NaN or Inf")
     targets = targets.astype(np.int32 if integer else np.float32)
     return Batch(xs.astype(np.float32), targets, lengths.astype(np.int32))
 

@@ -38,6 +38,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TextIO, Unpack
@@ -54,7 +55,7 @@ from jaxrnn._cell import Array, Cell, Params, PRNGKey, check_positive_float, che
 from jaxrnn._checks import ScanKwargs, ScanOptions, scan_options
 from jaxrnn._scan import scan
 from jaxrnn._stack import Stack
-from jaxrnn.runlog import Stopped, read_metrics
+from jaxrnn.runlog import ConfigMismatch, Stopped, read_metrics
 from jaxrnn.tasks import Batch, Task, decode, encode, text_vocab
 
 __all__ = [
@@ -214,6 +215,8 @@ def readout(
         lengths: Array | None = None,
         key: PRNGKey | None = None,
     ) -> tuple[Any, Float[Array, "B T O"]]:
+        if jnp.ndim(xs) != 3:
+            raise ValueError(f"xs: expected batch-major [B, T, I], got shape {jnp.shape(xs)}")
         out_dtype = jnp.result_type(params.w_out, jnp.float32)
         if compute_dtype is not None:
             params = jax.tree.map(lambda a: a.astype(compute_dtype), params)
@@ -345,6 +348,7 @@ class TrainState(NamedTuple):
     @classmethod
     def create(cls, params: Params, tx: optax.GradientTransformation) -> TrainState:
         """The state at step 0: ``params`` and ``tx.init(params)``."""
+        _check_tx(tx)
         return cls(params, tx.init(params), jnp.zeros((), jnp.int32))
 
 
@@ -399,7 +403,8 @@ def make_train_step(
 
     def loss_and_metric(params: Params, batch: Batch, key: PRNGKey | None) -> Any:
         outputs = model.apply(params, batch.xs, batch.lengths, key)
-        return loss(outputs, batch), (None if metric is None else metric(outputs, batch))
+        value = _scalar(loss(outputs, batch), "loss")
+        return value, (None if metric is None else _scalar(metric(outputs, batch), "metric"))
 
     def train_step(
         state: TrainState, batch: Batch, key: PRNGKey | None = None
@@ -513,34 +518,6 @@ class FitResult(NamedTuple):
     history: list[dict[str, Any]]
 
 
-class ConfigMismatch(ValueError):
-    """A resume whose ``config`` differs from the one stored with the run.
-
-    Attributes:
-      differences: ``{key: (saved, given)}`` for each differing entry.
-
-    Example:
-      >>> import tempfile, jax, jaxrnn
-      >>> from jaxrnn import tasks, training
-      >>> def run(**kwargs):
-      ...     return training.fit(training.readout(jaxrnn.gru(4), 1), tasks.adding(5),
-      ...                         training.optimizer(1e-2), steps=2, batch_size=2,
-      ...                         key=jax.random.key(0), progress=False, **kwargs)
-      >>> out = tempfile.mkdtemp()
-      >>> _ = run(out=out, checkpoint_every=2, config={"hidden": 4})
-      >>> try:
-      ...     run(out=out, resume=True, config={"hidden": 8})
-      ... except training.ConfigMismatch as e:
-      ...     e.differences
-      {'hidden': (4, 8)}
-    """
-
-    def __init__(self, path: Path, differences: dict[str, tuple[Any, Any]]):
-        self.differences = differences
-        listed = ", ".join(f"{k} (saved {s!r}, given {g!r})" for k, (s, g) in differences.items())
-        super().__init__(f"resume: the run in {path} was made with another config: {listed}")
-
-
 def fit(
     model: Model,
     data: Task | Batch | Iterable[Batch],
@@ -553,7 +530,7 @@ def fit(
     metric: LossFn | None = None,
     metric_name: str = "metric",
     eval_data: Batch | Sequence[Batch] | None = None,
-    out: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | runlog.RunDir | None = None,
     resume: bool = False,
     overwrite: bool = False,
     eval_every: int | None = None,
@@ -611,8 +588,9 @@ def fit(
     end. ``resume=True`` first compares ``config`` with the run's (raising
     :class:`ConfigMismatch` before any array is read), then restores the
     newest intact checkpoint (a damaged newer one is skipped with a
-    warning) and cuts ``metrics.jsonl`` back to it: the resumed run ends
-    with bit-identical params and metrics to an uninterrupted one.
+    warning and renamed ``<name>.damaged``) and cuts ``metrics.jsonl`` back
+    to it: the resumed run ends with bit-identical params and metrics to an
+    uninterrupted one. ``steps`` may grow on resume, not shrink.
 
     **Clean stops.** With ``handle_signals`` (in the main thread of a
     one-process run), SIGINT and SIGTERM let the current step finish, write
@@ -629,7 +607,8 @@ def fit(
       metric: ``metric(outputs, batch) -> scalar``, higher is better.
       metric_name: the metric's key in the logs.
       eval_data: held-out batches (arrays or batches only).
-      out: the run directory; None writes nothing.
+      out: the run directory (or a :class:`jaxrnn.runlog.RunDir` already
+        opened on it); None writes nothing.
       resume: continue the run in ``out``.
       overwrite: move a run already in ``out`` aside first.
       eval_every: steps between evaluations (default ``steps // 10``).
@@ -663,6 +642,11 @@ def fit(
       ['eval_accuracy', 'eval_loss']
     """
     steps = check_positive_int(steps, "steps")
+    if steps >= 2**31:
+        raise ValueError(
+            f"steps: expected fewer than 2**31 (the step counter is int32), got {steps}"
+        )
+    _check_tx(tx)
     source = _source(data, batch_size, loss, metric, metric_name, eval_data, eval_batches)
     shard = _data_parallel(devices, source.batch_size)
     k_init, k_data, k_drop, k_eval = jax.random.split(key, 4)
@@ -772,7 +756,10 @@ def _generate(
 
     def step(state: tuple[Any, Array], k: PRNGKey) -> tuple[tuple[Any, Array], Array]:
         carry, last = state
-        char = jnp.argmax(last) if greedy else jax.random.categorical(k, last / temperature)
+        # Shifted so the largest logit is 0: a tiny temperature then sharpens towards the
+        # argmax instead of overflowing to inf - inf.
+        scaled = (last - jnp.max(last)) / temperature
+        char = jnp.argmax(last) if greedy else jax.random.categorical(k, scaled)
         carry, out = run(params, _one_hot(char[None, None], vocab), carry)
         return (carry, out[0, -1]), char
 
@@ -813,9 +800,13 @@ def _source(
         size = check_positive_int(batch_size, "batch_size")
         count = check_positive_int(eval_batches, "eval_batches")
 
+        @jax.jit
+        def draw_task(k_data: PRNGKey, step: Array) -> Batch:  # one dispatch per step
+            return data.sample(jax.random.fold_in(k_data, step), size, "train")
+
         def sample(k_data: PRNGKey, start: int) -> Iterator[Batch]:
             for s in itertools.count(start):
-                yield data.sample(jax.random.fold_in(k_data, s), size, "train")
+                yield draw_task(k_data, s)
 
         def held_out(k_eval: PRNGKey) -> list[Batch]:
             return [data.sample(jax.random.fold_in(k_eval, i), size, "eval") for i in range(count)]
@@ -832,18 +823,20 @@ def _source(
     held = [] if eval_data is None else _as_batches(eval_data, "eval_data")
     if isinstance(data, Batch):
         xs, size = _check_arrays(data, batch_size)
-        take = jax.jit(lambda d, i: jax.tree.map(lambda a: a[i], d))
+
+        @jax.jit
+        def draw_rows(k_data: PRNGKey, step: Array, data: Batch) -> Batch:
+            rows = jax.random.permutation(jax.random.fold_in(k_data, step), len(xs))[:size]
+            return jax.tree.map(lambda a: a[rows], data)
 
         def draw(k_data: PRNGKey, start: int) -> Iterator[Batch]:
             for s in itertools.count(start):
-                yield take(
-                    data, jax.random.permutation(jax.random.fold_in(k_data, s), len(xs))[:size]
-                )
+                yield draw_rows(k_data, s, data)
 
         return _Source(
             draw, lambda k: held, loss, metric, metric_name, None, None, xs.shape[-1], size
         )
-    if isinstance(data, Iterable):
+    if isinstance(data, Iterable) and not isinstance(data, Mapping | str | np.ndarray | jax.Array):
         stream = iter(data)
         first = next(stream, None)
         if first is None:
@@ -894,8 +887,10 @@ def _as_batch(batch: Any, name: str) -> Batch:
 
 
 def _as_batches(batches: Any, name: str) -> list[Batch]:
-    if isinstance(batches, Batch):
-        return [batches]
+    if isinstance(batches, Batch) or (
+        isinstance(batches, tuple) and len(batches) in (2, 3) and np.ndim(batches[0]) == 3
+    ):
+        return [_as_batch(batches, name)]
     if isinstance(batches, Sequence) and not isinstance(batches, str):
         return [_as_batch(b, f"{name}[{i}]") for i, b in enumerate(batches)]
     raise TypeError(
@@ -972,7 +967,7 @@ class _Loop:
     @contextlib.contextmanager
     def open(
         self,
-        out: str | os.PathLike[str] | None,
+        out: str | os.PathLike[str] | runlog.RunDir | None,
         resume: bool,
         overwrite: bool,
         config: dict[str, Any],
@@ -983,10 +978,16 @@ class _Loop:
         if out is None and (resume or self.checkpoint_every is not None):
             flag = "resume" if resume else "checkpoint_every"
             raise ValueError(f"{flag}: needs an output directory, got out=None")
-        self.out = None if out is None else Path(out)
+        given = out if isinstance(out, runlog.RunDir) else None
+        if isinstance(out, runlog.RunDir):
+            self.out: Path | None = out.path
+        else:
+            self.out = None if out is None else Path(out)
         self.config, self.key_data = config, np.asarray(jax.random.key_data(key))
         self.resume = resume
-        if self.out is not None and jax.process_index() == 0:
+        if given is not None:
+            self.run = given  # opened (and closed) by the caller
+        elif self.out is not None and jax.process_index() == 0:
             self.run = runlog.RunDir(self.out, resume=resume, overwrite=overwrite)
         self.signals = runlog.StopSignals(handle_signals and jax.process_count() == 1)
         try:
@@ -997,7 +998,7 @@ class _Loop:
         finally:
             if self.progress is not None:
                 self.progress.close()
-            if self.run is not None:
+            if self.run is not None and given is None:
                 self.run.close()
 
     def restore(self, template: TrainState) -> TrainState:
@@ -1008,14 +1009,28 @@ class _Loop:
         directory = self.out / runlog.CHECKPOINTS
         if ckpt.latest(directory) is None:
             raise runlog.RunDirError(f"resume: nothing to resume, no checkpoint in {directory}")
-        tree, _, _ = ckpt.restore_latest(
+        tree, _, used = ckpt.restore_latest(
             directory, {"state": template, "key": self.key_data}, check=self._same_run
         )
         self.start = self.saved = self.t_step = int(tree["state"].step)
+        if self.start > self.steps:
+            raise ValueError(
+                f"steps: the run in {self.out} is at step {self.start}; expected at least that "
+                f"many steps to resume it, got {self.steps}"
+            )
         if self.run is not None:
+            listed = ckpt.checkpoints(directory)
+            for damaged in listed[listed.index(used) + 1 :]:  # skipped: out of pruning's way
+                os.rename(damaged, damaged.with_name(f"{damaged.name.lstrip('.')}.damaged"))
             self.history = self.run.keep_metrics(self.start)
         else:
             self.history = [x for x in runlog.read_metrics(self.out) if x["step"] <= self.start]
+        if not self.history:
+            warnings.warn(
+                f"{self.out / runlog.METRICS}: no metric lines up to step {self.start}; the "
+                "resumed run's metrics start after it",
+                stacklevel=4,
+            )
         return tree["state"]
 
     def _same_run(self, meta: dict[str, Any]) -> None:
@@ -1030,7 +1045,7 @@ class _Loop:
             differ["key"] = ("another PRNG key", "this one")
         if differ:
             assert self.out is not None
-            raise ConfigMismatch(self.out, differ)
+            raise runlog.ConfigMismatch(self.out, differ)
 
     def counted(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn``, counting its traces (the compile count of ``jax.jit(fn)``)."""
@@ -1164,6 +1179,20 @@ def _data_parallel(devices: int | None, batch_size: int | None) -> _Sharding:
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     return _Sharding(lambda b: jax.device_put(b, split), lambda tree: jax.device_put(tree, whole))
+
+
+def _check_tx(tx: Any) -> None:
+    if not isinstance(tx, optax.GradientTransformation):
+        raise TypeError(
+            "tx: expected an optax.GradientTransformation (e.g. training.optimizer(1e-3)), got "
+            f"{type(tx).__name__} {tx!r:.80}"
+        )
+
+
+def _scalar(value: Any, name: str) -> Array:
+    if jnp.shape(value) != ():
+        raise ValueError(f"{name}: expected a scalar, got shape {jnp.shape(value)}")
+    return value
 
 
 def _learning_rate(opt_state: Any) -> Array:

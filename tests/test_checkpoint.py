@@ -413,5 +413,18 @@ def test_meta_is_checked_before_anything_is_written(tmp_path):
     ):
         checkpoint.save(tmp_path, 1, [np.zeros(1)], meta={"step": 2})
     with pytest.raises(ValueError, match="meta: expected JSON-serialisable values, got"):
-        checkpoint.save(tmp_path, 1, [np.zeros(1)], meta={"lr": np.float32(0.1)})
+        checkpoint.save(tmp_path, 1, [np.zeros(1)], meta={"lr": object()})
     assert _entries(tmp_path) == []
+    # NumPy and JAX scalars are numbers, as everywhere else.
+    path = checkpoint.save(
+        tmp_path, 1, [np.zeros(1)], meta={"lr": np.float32(0.5), "n": jnp.int32(3)}
+    )
+    meta = checkpoint.read_meta(path)
+    assert (meta["lr"], meta["n"]) == (0.5, 3)
+    assert path.stat().st_mode & 0o077 == 0o777 & ~_umask() & 0o077  # not private to its owner
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -14,15 +14,13 @@ from tests.helpers import exit_code
 
 def test_showcase_runs_and_reports_every_model(capsys):
     assert (
-        main(
-            ["showcase", "--seq-len", "12", "--batch-size", "2", "--hidden", "4", "--repeats", "1"]
-        )
+        main(["showcase", "--seq-len", "1", "--batch-size", "2", "--hidden", "4", "--repeats", "1"])
         == 0
     )
     out = capsys.readouterr().out
     for name in ("Elman tanh", "LSTM, forget bias 1", "GRU, chrono init", "bidirectional LSTM"):
         assert name in out
-    assert "(12, 2, 8)" in out  # the bidirectional stack concatenates 2 x H features
+    assert "(1, 2, 8)" in out  # the bidirectional stack concatenates 2 x H features; T=1 works
 
 
 def test_bad_flags_exit_with_a_message_and_no_traceback():
@@ -97,7 +95,7 @@ def test_train_writes_metrics_and_summary(tmp_path, capsys):
         (["--cell", "transformer"], "argument --cell: invalid choice: 'transformer' (choose from "),
         (["--hidden", "-3"], "argument --hidden: expected a positive integer, got -3"),
         (["--lr", "0"], "argument --lr: expected a positive number, got 0"),
-        (["--resume"], "--resume: nothing to resume, no checkpoint in"),
+        (["--resume"], "--resume: nothing to resume, no run in"),
         (["--devices", "3", "--batch-size", "3"], "--devices: expected at most 1, got 3"),
         (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
         (["--task", "adding-hs97", "--seq-len", "5"], "--seq-len: seq_len: expected"),
@@ -127,22 +125,11 @@ def test_train_with_an_unwritable_out_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_demo_help_and_a_tiny_demo(tmp_path, capsys):
+def test_demo_help(capsys):
     with pytest.raises(SystemExit) as e:
         main(["demo", "--help"])
     assert e.value.code == 0
     assert "adding problem" in capsys.readouterr().out
-    argv = ["demo", "--steps", "4", "--seq-len", "6", "--hidden", "4", "--batch-size", "4"]
-    assert main([*argv, "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "tanh RNN" in out and "LSTM" in out
-    for name in (
-        "learning_curves.png",
-        "gradient_decay.png",
-        "rnn/summary.json",
-        "lstm/metrics.jsonl",
-    ):
-        assert (tmp_path / name).is_file()
 
 
 def test_gradients_command(tmp_path, capsys):

@@ -46,6 +46,9 @@ def test_demo_with_one_step_and_two_step_sequences(tmp_path, capsys):
     assert "grad lag 1 / lag 0" in out
     for name in ("learning_curves.png", "gradient_decay.png", "rnn/summary.json"):
         assert (tmp_path / name).is_file()
+    # A second demo into the same directory moves the first one's runs aside.
+    assert main(["demo", "--steps", "1", "--seq-len", "2", *TINY, "--out", str(tmp_path)]) == 0
+    assert len(list(tmp_path.glob("lstm.old-*/metrics.jsonl"))) == 1
 
 
 def test_gradients_over_a_sequence_where_the_rnn_underflows(tmp_path, capsys):

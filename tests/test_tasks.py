@@ -49,6 +49,7 @@ def test_public_names_are_pinned():
         "copy_memory",
         "decode",
         "encode",
+        "from_arrays",
         "get",
         "temporal_order",
         "text",

@@ -156,7 +156,7 @@ def test_resume_refuses_another_run_and_an_empty_directory(tmp_path):
         training.ConfigMismatch, match=r"another config: hidden \(saved 8, given 16\)"
     ):
         _fit(out=tmp_path, steps=5, resume=True, config={"hidden": 16})
-    with pytest.raises(ValueError, match="resume: nothing to resume, no checkpoint in"):
+    with pytest.raises(ValueError, match="resume: nothing to resume, no run in"):
         _fit(out=tmp_path / "empty", resume=True)
     with pytest.raises(
         ValueError, match="checkpoint_every: needs an output directory, got out=None"
