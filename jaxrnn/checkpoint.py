@@ -487,8 +487,9 @@ def restore_latest(
     """Restore the newest intact checkpoint under ``directory``.
 
     Checkpoints are tried from the highest step down; one with a file missing or damaged
-    is skipped with a one-line warning naming it and why, and left in place (saving its
-    step again replaces it; pruning deletes it in turn).
+    is skipped with a one-line warning naming it and why (given once an intact one is
+    found; with none, the error lists them instead), and left in place (saving its step
+    again replaces it; pruning deletes it in turn).
 
     Args:
       directory: where :func:`save` wrote checkpoints.
@@ -532,9 +533,12 @@ def restore_latest(
                 check(meta)
             build = _match(path, leaves, legacy, like)  # unlike ``like`` is not damage: raises
             try:
-                return build(_load(path, leaves)), meta, path
+                restored = build(_load(path, leaves))
             except CheckpointError as err:
                 skipped.append(str(err))
-        warnings.warn(f"restore_latest: skipping {skipped[-1]}", stacklevel=2)
+            else:  # warned only now: when nothing is intact, the error lists them instead
+                for reason in skipped:
+                    warnings.warn(f"restore_latest: skipping {reason}", stacklevel=2)
+                return restored, meta, path
     tried = "; ".join(skipped) or "there is none"
     raise CheckpointError(f"checkpoint directory {root}: no intact checkpoint: {tried}")
