@@ -961,6 +961,7 @@ class _Loop:
         self.history: list[dict[str, Any]] = []
         self.traces, self.start, self.saved, self.t_step = 0, 0, -1, 0
         self.run: runlog.RunDir | None = None
+        self.out: Path | None = None
         self.t_compiled: float | None = None
         self.unlogged: tuple[int, dict[str, Array]] | None = None
 
@@ -978,15 +979,14 @@ class _Loop:
         if out is None and (resume or self.checkpoint_every is not None):
             flag = "resume" if resume else "checkpoint_every"
             raise ValueError(f"{flag}: needs an output directory, got out=None")
-        given = out if isinstance(out, runlog.RunDir) else None
-        if isinstance(out, runlog.RunDir):
-            self.out: Path | None = out.path
-        else:
-            self.out = None if out is None else Path(out)
+        owned = not isinstance(out, runlog.RunDir)  # else opened (and closed) by the caller
+        self.out = (
+            out.path if isinstance(out, runlog.RunDir) else None if out is None else Path(out)
+        )
         self.config, self.key_data = config, np.asarray(jax.random.key_data(key))
         self.resume = resume
-        if given is not None:
-            self.run = given  # opened (and closed) by the caller
+        if isinstance(out, runlog.RunDir):
+            self.run = out
         elif self.out is not None and jax.process_index() == 0:
             self.run = runlog.RunDir(self.out, resume=resume, overwrite=overwrite)
         self.signals = runlog.StopSignals(handle_signals and jax.process_count() == 1)
@@ -998,7 +998,7 @@ class _Loop:
         finally:
             if self.progress is not None:
                 self.progress.close()
-            if self.run is not None and given is None:
+            if self.run is not None and owned:
                 self.run.close()
 
     def restore(self, template: TrainState) -> TrainState:
@@ -1121,7 +1121,11 @@ class _Loop:
             self._log(*self.unlogged, state.params, True)
         if self.checkpoint_every is not None:
             self._save(state)
-        final = self._evaluate(state.params) if self.held_out else {}
+        last = self.history[-1] if self.history else {}
+        if last.get("step") == int(state.step) and "eval_loss" in last:
+            final = last  # the last step was evaluated already, with these params
+        else:
+            final = self._evaluate(state.params)
         done = int(state.step) - self.start
         timed = None if self.t_compiled is None or done < 2 else t_end - self.t_compiled
         name = self.source.name
