@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from jaxrnn._linear import LRUParams, MinGRUParams, MinLSTMParams, lru, mingru, minlstm
     from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec, lstm
     from jaxrnn._parallel import DEERInfo, deer
+    from jaxrnn._reduce import scan_reduce
     from jaxrnn._scan import scan
     from jaxrnn._stack import LayerParams, Stack, StackParams, concat, stack
     from jaxrnn._tbptt import TBPTT, TBPTTState, tbptt
@@ -59,6 +60,7 @@ _ATTRIBUTES = {
     "lstm": "jaxrnn._lstm",
     "DEERInfo": "jaxrnn._parallel",
     "deer": "jaxrnn._parallel",
+    "scan_reduce": "jaxrnn._reduce",
     "scan": "jaxrnn._scan",
     "LayerParams": "jaxrnn._stack",
     "Stack": "jaxrnn._stack",
@@ -113,6 +115,7 @@ __all__ = [
     "reference",
     "runlog",
     "scan",
+    "scan_reduce",
     "stack",
     "tasks",
     "tbptt",

@@ -308,6 +308,9 @@ def check_params(cell: Cell, params: Params, name: str = "params") -> None:
     params of any form, and its own checks judge them); integer leaves are
     refused for every cell with a spec.
     """
+    if not isinstance(cell, Cell):
+        hint = ": a Stack runs itself, stack.apply(params, xs)" if hasattr(cell, "apply") else ""
+        raise TypeError(f"cell: expected a jaxrnn.Cell, got {type(cell).__name__}{hint}")
     if cell.spec is None:
         return
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:

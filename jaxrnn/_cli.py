@@ -32,6 +32,7 @@ NOT_CONFIG = (
     "resume",
     "overwrite",
     "checkpoint_every",
+    "checkpoint_through_time",  # memory, not results: gradients are equal to rounding
     "quiet",
     "distributed",
 )
@@ -204,6 +205,15 @@ def _parser() -> argparse.ArgumentParser:
         },
     )
     train.add_argument("--truncate", type=_positive_int, default=None, help="truncated BPTT(k)")
+    train.add_argument(
+        "--checkpoint-through-time",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="keep every K-th carry for the backward pass and recompute the rest: memory grows "
+        "like T/K + K, not T; with --task text (one-layer) the loss is also summed inside the "
+        "time loop, so no [B, T, V] outputs are held (may change on --resume)",
+    )
     train.add_argument("--eval-every", type=_positive_int, default=None, help="default steps/10")
     train.add_argument("--log-every", type=_positive_int, default=10, help="(default %(default)s)")
     train.add_argument(

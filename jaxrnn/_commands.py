@@ -36,7 +36,7 @@ CELLS: dict[str, Callable[[int, int], jaxrnn.Cell]] = {
 class Setup:
     """The task, cell, model and optimizer a ``train`` configuration describes."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], checkpoint: int | None = None) -> None:
         flags = argparse.Namespace(**config)
         if config.get("data") is not None:
             self.task = load_data(Path(flags.data))
@@ -52,7 +52,7 @@ class Setup:
             )
         self.cell = CELLS[flags.cell](flags.hidden, self.task.seq_len)
         rnn = self.cell if flags.layers == 1 else jaxrnn.stack(self.cell, num_layers=flags.layers)
-        options = {} if flags.truncate is None else {"truncate": flags.truncate}
+        options = {"truncate": flags.truncate, "checkpoint": checkpoint}
         compute_dtype = jnp.bfloat16 if flags.dtype == "bfloat16" else None
         self.model = training.readout(
             rnn, self.task.output_size, compute_dtype=compute_dtype, **options
@@ -185,7 +185,7 @@ def train(args: argparse.Namespace, config: dict[str, Any], run: runlog.RunDir |
         _start_distributed()
     if args.devices is not None and args.devices > len(jax.devices()):
         raise ValueError(f"--devices: expected at most {len(jax.devices())}, got {args.devices}")
-    setup = Setup(config)
+    setup = Setup(config, args.checkpoint_through_time)
     extra = _carry_grad_metric(setup.cell, setup.task) if args.carry_grads else None
     task = setup.task
     print(

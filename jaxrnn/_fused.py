@@ -13,13 +13,14 @@ recursions independently.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, FusedRules, Params, Spec, described_spec
-from jaxrnn._sequential import scan_in_chunks, valid_steps, where_valid
+from jaxrnn._sequential import scan_in_chunks, where_valid
 
 
 def rules_for(cell: Cell, params: Params, xs: Array, carry: Carry) -> FusedRules | None:
@@ -57,31 +58,45 @@ def fused_scan(
     carry is kept, and the backward pass recomputes the chunk's fused forward
     before its fused backward.
     """
+    run = chunk_runner(cell, params, lengths, reverse, unroll)
+    inputs = (jnp.arange(xs.shape[0], dtype=jnp.int32), xs)
+    if checkpoint is None:
+        return run(carry, inputs)
+    return scan_in_chunks(run, carry, inputs, checkpoint, reverse)
+
+
+def chunk_runner(
+    cell: Cell, params: Params, lengths: Array | None, reverse: bool, unroll: int | bool
+) -> Callable[[Carry, tuple[Array, Array]], tuple[Carry, Array]]:
+    """``run(carry, (t, xs)) -> (carry, ys)`` over some steps, through one fused custom VJP.
+
+    ``t`` holds the steps' indices in the whole sequence (they decide the
+    mask), ``xs`` their time-major inputs ``[k, *batch, I]``; the caller has
+    checked :func:`rules_for` and zeroed the padding.
+    """
     spec = described_spec(cell)
     assert spec is not None
-    rules = spec.fused_rules()
-    assert rules is not None
-    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
-    rows = xs.reshape(num_steps, -1, xs.shape[-1])
-    carry_rows = jax.tree.map(lambda a: a.reshape(-1, a.shape[-1]), carry)
-    valid = None if lengths is None else valid_steps(lengths.reshape(-1), num_steps)
+    rules = _rules(spec)
     core_params = params if rules.core is None else rules.core(params)
-    if checkpoint is None:
-        final, hs = _core(spec, reverse, unroll, core_params, rows, carry_rows, valid)
-    else:
+    flat_lengths = None if lengths is None else lengths.reshape(-1)
 
-        def run_chunk(carry: Any, chunk: Any) -> Any:
-            rows_c, valid_c = chunk
-            return _core(spec, reverse, unroll, core_params, rows_c, carry, valid_c)
+    def run(carry: Carry, inputs: tuple[Array, Array]) -> tuple[Carry, Array]:
+        t, xs = inputs
+        num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+        rows = xs.reshape(num_steps, -1, xs.shape[-1])
+        carry_rows = jax.tree.map(lambda a: a.reshape(-1, a.shape[-1]), carry)
+        valid = None
+        if flat_lengths is not None:
+            valid = t.astype(flat_lengths.dtype)[:, None] < flat_lengths[None, :]
+        final, ys = _core(spec, reverse, unroll, core_params, rows, carry_rows, valid)
+        if rules.readout is not None:
+            ys = rules.readout(params, ys)
+            if valid is not None:
+                ys = jnp.where(valid[..., None], ys, 0)
+        final = jax.tree.map(lambda a, c: a.reshape(c.shape), final, carry)
+        return final, ys.reshape(num_steps, *batch_shape, ys.shape[-1])
 
-        final, hs = scan_in_chunks(run_chunk, carry_rows, (rows, valid), checkpoint, reverse)
-    final = jax.tree.map(lambda a, c: a.reshape(c.shape), final, carry)
-    ys = hs
-    if rules.readout is not None:
-        ys = rules.readout(params, hs)
-        if valid is not None:
-            ys = jnp.where(valid[..., None], ys, 0)
-    return final, ys.reshape(num_steps, *batch_shape, ys.shape[-1])
+    return run
 
 
 def _where(mask: Array | None, new: Any, old: Any) -> Any:

@@ -116,6 +116,30 @@ def scan_in_chunks(
     return carry, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *parts)
 
 
+def chunk_runner(
+    step: StepFn,
+    params: Params,
+    lengths: Array | None,
+    reverse: bool,
+    num_steps: int,
+    *,
+    unroll: int | bool = 1,
+    truncate: int | None = None,
+) -> Callable[[Carry, tuple[Array, Any]], tuple[Carry, Any]]:
+    """``run(carry, (t, xs)) -> (carry, ys)``: the masked loop over some steps of the sequence.
+
+    ``t`` holds the steps' indices in the whole sequence of ``num_steps``, so
+    the mask and the truncation points are those of the whole sequence
+    whichever chunk of it ``run`` is given.
+    """
+    body = functools.partial(masked_step, step, params, lengths, truncate, reverse, num_steps)
+
+    def run(carry: Carry, inputs: tuple[Array, Any]) -> tuple[Carry, Any]:
+        return jax.lax.scan(body, carry, inputs, reverse=reverse, unroll=unroll)
+
+    return run
+
+
 def sequential_scan(
     step: StepFn,
     params: Params,
@@ -130,12 +154,8 @@ def sequential_scan(
 ) -> tuple[Carry, Any]:
     """:func:`jaxrnn.scan`'s definition (checked, time-major inputs): one step at a time."""
     num_steps = jax.tree.leaves(xs)[0].shape[0]
-    body = functools.partial(masked_step, step, params, lengths, truncate, reverse, num_steps)
+    run = chunk_runner(step, params, lengths, reverse, num_steps, unroll=unroll, truncate=truncate)
     inputs = (jnp.arange(num_steps, dtype=jnp.int32), xs)
     if checkpoint is None:
-        return jax.lax.scan(body, carry, inputs, reverse=reverse, unroll=unroll)
-
-    def run_chunk(carry: Carry, chunk: Any) -> tuple[Carry, Any]:
-        return jax.lax.scan(body, carry, chunk, reverse=reverse, unroll=unroll)
-
-    return scan_in_chunks(run_chunk, carry, inputs, checkpoint, reverse)
+        return run(carry, inputs)
+    return scan_in_chunks(run, carry, inputs, checkpoint, reverse)

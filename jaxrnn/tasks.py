@@ -124,6 +124,14 @@ class Task(NamedTuple):
         ``"accuracy"``.
       baseline: the exact loss of the best memoryless predictor, in the units
         of ``loss``.
+      step_loss: None, or ``loss`` and ``metric`` one step at a time, for a
+        task whose loss and metric are both means over every valid step
+        (``text``, per-step classes of :func:`from_arrays`):
+        ``step_loss(outputs_t, targets_t) -> (loss_t, metric_t)`` for one
+        step's ``[B, O]`` outputs and ``[B]`` targets, each ``[B]``; ``loss``
+        is the sum of ``loss_t`` over the valid steps divided by their number.
+        :func:`jaxrnn.training.fit` then computes the loss inside the time
+        loop (:func:`jaxrnn.scan_reduce`), never holding every step's output.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -144,6 +152,11 @@ class Task(NamedTuple):
     metric: Callable[[Array, Batch], Array]
     metric_name: str
     baseline: float
+    step_loss: StepLoss | None = None
+
+
+StepLoss = Callable[[Array, Array], tuple[Array, Array]]
+"""``step_loss(outputs_t, targets_t) -> (loss_t, metric_t)``: see :attr:`Task.step_loss`."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -167,6 +180,7 @@ def _task(
     metric_name: str,
     baseline: float,
     fold_split: bool = True,
+    step_loss: StepLoss | None = None,
 ) -> Task:
     """Build a :class:`Task`: checks ``sample``'s arguments, then runs jitted functions.
 
@@ -199,6 +213,7 @@ def _task(
         jax.jit(metric),
         metric_name,
         float(baseline),
+        step_loss,
     )
 
 
@@ -285,6 +300,25 @@ def _every_step_loss(output_size: int) -> Callable:
         return jnp.sum(_cross_entropy(outputs, batch.targets) * mask) / jnp.sum(mask)
 
     return loss
+
+
+def _every_step_accuracy(output_size: int) -> Callable:
+    """Next-symbol accuracy over the valid steps of every sequence."""
+
+    def metric(outputs: Array, batch: Batch) -> Array:
+        outputs = _check_outputs(outputs, batch, output_size)
+        mask = _valid_steps(batch.lengths, outputs.shape[1])
+        hits = (jnp.argmax(outputs, axis=-1) == batch.targets).astype(jnp.float32)
+        return jnp.sum(hits * mask) / jnp.sum(mask)
+
+    return metric
+
+
+def _classes_step_loss(logits: Array, labels: Array) -> tuple[Array, Array]:
+    """Cross-entropy and hits of one step: the per-step form of the two functions above."""
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    hits = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return _cross_entropy(logits, labels), hits
 
 
 # --------------------------------------------------------------------------- adding
@@ -791,7 +825,9 @@ def text(seq_len: int) -> Task:
     position: the first 90% is ``"train"``, the last 10% ``"eval"``.
     ``sample(key, B, split)`` draws ``B`` windows of ``T + 1`` characters at
     uniform positions of the split; ``xs`` is the one-hot of the first ``T``,
-    ``targets`` the next character at every step.
+    ``targets`` the next character at every step. The eval split holds about
+    46k characters: an eval batch of a longer ``T`` holds windows of the whole
+    split less one character, right-padded to ``T`` (``lengths`` says so).
 
     Loss: mean cross-entropy in nats per character (bits per character =
     loss / ln 2). Metric: next-character accuracy. Baseline: the entropy of
@@ -799,7 +835,7 @@ def text(seq_len: int) -> Task:
     best predictor that ignores the past (≈ 3.25 nats, 4.69 bits, with Python 3.11).
 
     Args:
-      seq_len: ``T``, from 1 to the size of the eval split minus 1.
+      seq_len: ``T``, from 1 to the size of the train split minus 1 (about 418k).
 
     Returns:
       A :class:`Task` with ``input_size=output_size=V``, ``seq_len=T``;
@@ -821,28 +857,23 @@ def text(seq_len: int) -> Task:
     T = check_positive_int(seq_len, "seq_len")
     data = _text_data()
     splits = {"train": (0, data.num_train), "eval": (data.num_train, len(data.codes))}
-    shortest = min(stop - start for start, stop in splits.values())
-    if shortest <= T:
+    if data.num_train <= T:
         raise ValueError(
-            f"seq_len: expected at most {shortest - 1} (windows of seq_len + 1 characters must "
-            f"fit in the eval split of {shortest} characters), got {T}"
+            f"seq_len: expected at most {data.num_train - 1} (windows of seq_len + 1 characters "
+            f"must fit in the train split of {data.num_train} characters), got {T}"
         )
     codes = jnp.asarray(data.codes)
     V = len(_VOCAB)
 
     def generate(key: PRNGKey, batch_size: int, split: str) -> Batch:
         start, stop = splits[split]
-        first = jax.random.randint(key, (batch_size,), start, stop - T, jnp.int32)
-        window = codes[first[:, None] + jnp.arange(T + 1, dtype=jnp.int32)[None, :]]
-        window = window.astype(jnp.int32)
+        length = min(T, stop - start - 1)  # eval windows longer than the split are padded
+        first = jax.random.randint(key, (batch_size,), start, stop - length, jnp.int32)
+        window = codes[first[:, None] + jnp.arange(length + 1, dtype=jnp.int32)[None, :]]
+        window = jnp.pad(window.astype(jnp.int32), ((0, 0), (0, T - length)))
         xs = jax.nn.one_hot(window[:, :-1], V, dtype=jnp.float32)
-        return Batch(xs, window[:, 1:], jnp.full((batch_size,), T, jnp.int32))
-
-    def metric(outputs: Array, batch: Batch) -> Array:
-        outputs = _check_outputs(outputs, batch, V)
-        mask = _valid_steps(batch.lengths, outputs.shape[1])
-        hits = (jnp.argmax(outputs, axis=-1) == batch.targets).astype(jnp.float32)
-        return jnp.sum(hits * mask) / jnp.sum(mask)
+        xs = jnp.where(jnp.arange(T)[None, :, None] < length, xs, 0)
+        return Batch(xs, window[:, 1:], jnp.full((batch_size,), length, jnp.int32))
 
     return _task(
         "text",
@@ -851,10 +882,11 @@ def text(seq_len: int) -> Task:
         T,
         generate,
         _every_step_loss(V),
-        metric,
+        _every_step_accuracy(V),
         "accuracy",
         data.entropy,
         fold_split=False,
+        step_loss=_classes_step_loss,
     )
 
 
@@ -960,14 +992,7 @@ def from_arrays(
         return Batch(data.xs[rows], data.targets[rows], data.lengths[rows])
 
     if per_step:
-        loss = _every_step_loss(size)
-
-        def metric(outputs: Array, batch: Batch) -> Array:
-            outputs = _check_outputs(outputs, batch, size)
-            mask = _valid_steps(batch.lengths, outputs.shape[1])
-            hits = (jnp.argmax(outputs, axis=-1) == batch.targets).astype(jnp.float32)
-            return jnp.sum(hits * mask) / jnp.sum(mask)
-
+        loss, metric = _every_step_loss(size), _every_step_accuracy(size)
     elif classify:
         loss, metric = _end_classification(size)
     else:
@@ -989,6 +1014,7 @@ def from_arrays(
         metric,
         "accuracy" if classify else "r2",
         baseline,
+        step_loss=_classes_step_loss if per_step else None,
     )
 
 

@@ -53,10 +53,11 @@ from jaxrnn import checkpoint as ckpt
 from jaxrnn import runlog
 from jaxrnn._cell import Array, Cell, Params, PRNGKey, check_positive_float, check_positive_int
 from jaxrnn._checks import ScanKwargs, ScanOptions, scan_options
+from jaxrnn._reduce import scan_reduce
 from jaxrnn._scan import scan
 from jaxrnn._stack import Stack
 from jaxrnn.runlog import ConfigMismatch, Stopped, read_metrics
-from jaxrnn.tasks import Batch, Task, decode, encode, text_vocab
+from jaxrnn.tasks import Batch, StepLoss, Task, decode, encode, text_vocab
 
 __all__ = [
     "ConfigMismatch",
@@ -110,6 +111,12 @@ class Model(NamedTuple):
         the same computation from a given carry (None: the initial one),
         returning the final carry too, so a sequence can be fed in pieces
         (step by step when generating); None for a model built without it.
+      reduce: ``reduce(params, xs, fn, targets, lengths=None, key=None) ->
+        totals``: ``fn(outputs_t, targets_t)`` of every step's ``[B, O]``
+        outputs summed over the valid steps inside the time loop
+        (:func:`jaxrnn.scan_reduce`; ``targets`` ``[B, T, ...]``), so the
+        ``[B, T, O]`` outputs are never held; None for a model without it
+        (:func:`readout` of a stack, whose layers run one after another).
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn
@@ -127,6 +134,7 @@ class Model(NamedTuple):
     init: Callable[..., Params]
     apply: Callable[..., Array]
     run: Callable[..., tuple[Any, Array]] | None = None
+    reduce: Callable[..., Any] | None = None
 
 
 def readout(
@@ -233,7 +241,33 @@ def readout(
     ) -> Float[Array, "B T O"]:
         return run(params, xs, None, lengths, key)[1]
 
-    return Model(init, apply, run)
+    def reduce(
+        params: ReadoutParams,
+        xs: Float[Array, "B T I"],
+        fn: Callable[[Array, Any], Any],
+        targets: Any,
+        lengths: Array | None = None,
+        key: PRNGKey | None = None,
+    ) -> Any:
+        del key  # a cell has no dropout
+        assert isinstance(rnn, Cell)
+        if jnp.ndim(xs) != 3:
+            raise ValueError(f"xs: expected batch-major [B, T, I], got shape {jnp.shape(xs)}")
+        out_dtype = jnp.result_type(params.w_out, jnp.float32)
+        if compute_dtype is not None:
+            params = jax.tree.map(lambda a: a.astype(compute_dtype), params)
+            xs = xs.astype(compute_dtype)
+
+        def per_step(h: Array, target: Any) -> Any:
+            y = h.astype(params.w_out.dtype) @ params.w_out.T + params.b_out[None, :]
+            return fn(y.astype(out_dtype), target)
+
+        return scan_reduce(
+            rnn, params.rnn, xs, per_step, targets, lengths=lengths, time_major=False,
+            options=scan_opts,
+        )[1]  # fmt: skip
+
+    return Model(init, apply, run, None if isinstance(rnn, Stack) else reduce)
 
 
 def optimizer(
@@ -364,6 +398,7 @@ def make_train_step(
     metric: LossFn | None = None,
     *,
     metric_name: str = "metric",
+    step_loss: StepLoss | None = None,
 ) -> Callable[[TrainState, Batch, PRNGKey | None], tuple[TrainState, dict[str, Array]]]:
     """One training step as a pure function, to jit, shard and call in your own loop.
 
@@ -377,12 +412,20 @@ def make_train_step(
     and ``consecutive_skips`` (non-finite updates, 0 unless ``tx`` is an
     ``optax.apply_if_finite``). :func:`fit` is a loop over this function.
 
+    With ``step_loss`` (a task's :attr:`~jaxrnn.tasks.Task.step_loss`) and a
+    model that has :attr:`Model.reduce`, the loss and the metric are computed
+    inside the time loop instead, as means over the valid steps: the same
+    values, without the ``[B, T, O]`` outputs (with the model's
+    ``checkpoint=k``, a gradient's memory no longer grows with T·O).
+
     Args:
       model: a :class:`Model`.
       tx: an optax transformation.
       loss: ``loss(outputs, batch) -> scalar``.
       metric: optional ``metric(outputs, batch) -> scalar``, reported too.
       metric_name: the metric's key in ``stats``.
+      step_loss: ``step_loss(outputs_t, targets_t) -> (loss_t, metric_t)``,
+        the per-step form of ``loss`` and ``metric`` (see above).
 
     Returns:
       ``train_step``.
@@ -402,9 +445,7 @@ def make_train_step(
     """
 
     def loss_and_metric(params: Params, batch: Batch, key: PRNGKey | None) -> Any:
-        outputs = model.apply(params, batch.xs, batch.lengths, key)
-        value = _scalar(loss(outputs, batch), "loss")
-        return value, (None if metric is None else _scalar(metric(outputs, batch), "metric"))
+        return _loss_and_metric(model, params, batch, key, loss, metric, step_loss)
 
     def train_step(
         state: TrainState, batch: Batch, key: PRNGKey | None = None
@@ -429,7 +470,28 @@ def make_train_step(
     return train_step
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
+def _loss_and_metric(
+    model: Model,
+    params: Params,
+    batch: Batch,
+    key: PRNGKey | None,
+    loss: LossFn,
+    metric: LossFn | None,
+    step_loss: StepLoss | None,
+) -> tuple[Array, Array | None]:
+    """``loss`` and ``metric`` of the model on ``batch``; in the time loop with ``step_loss``."""
+    if step_loss is None or model.reduce is None:
+        outputs = model.apply(params, batch.xs, batch.lengths, key)
+        value = _scalar(loss(outputs, batch), "loss")
+        return value, (None if metric is None else _scalar(metric(outputs, batch), "metric"))
+    totals = model.reduce(params, batch.xs, step_loss, batch.targets, batch.lengths, key)
+    steps = batch.xs.shape[0] * batch.xs.shape[1]
+    count = steps if batch.lengths is None else jnp.sum(batch.lengths)
+    value, hits = (_scalar(jnp.sum(t) / count, "step_loss") for t in totals)
+    return value, (None if metric is None else hits)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
 def _evaluate(
     model: Model,
     params: Params,
@@ -437,16 +499,14 @@ def _evaluate(
     loss: LossFn,
     metric: LossFn | None,
     metric_name: str,
+    step_loss: StepLoss | None,
 ) -> dict[str, Array]:
-    outputs = [model.apply(params, b.xs, b.lengths, None) for b in batches]
-    result = {
-        "eval_loss": jnp.mean(
-            jnp.stack([loss(o, b) for o, b in zip(outputs, batches, strict=True)])
-        )
-    }
+    values = [_loss_and_metric(model, params, b, None, loss, metric, step_loss) for b in batches]
+    result = {"eval_loss": jnp.mean(jnp.stack([v[0] for v in values]))}
     if metric is not None:
-        values = [metric(o, b) for o, b in zip(outputs, batches, strict=True)]
-        result[f"eval_{metric_name}"] = jnp.mean(jnp.stack(values))
+        result[f"eval_{metric_name}"] = jnp.mean(
+            jnp.stack([v[1] for v in values if v[1] is not None])
+        )
     return result
 
 
@@ -458,11 +518,13 @@ def evaluate(
     metric: LossFn | None = None,
     *,
     metric_name: str = "metric",
+    step_loss: StepLoss | None = None,
 ) -> dict[str, float]:
     """The mean loss (and metric) of ``model`` over held-out ``batches``, dropout off.
 
     Compiled once per model, loss and batch shapes (one jitted program for
-    all the batches).
+    all the batches). With ``step_loss`` the loss and metric are computed
+    inside the time loop, as in :func:`make_train_step`.
 
     Args:
       model: a :class:`Model`.
@@ -471,6 +533,7 @@ def evaluate(
       loss: ``loss(outputs, batch) -> scalar``.
       metric: optional ``metric(outputs, batch) -> scalar``.
       metric_name: the metric's key is ``"eval_" + metric_name``.
+      step_loss: the per-step form of ``loss`` and ``metric``, or None.
 
     Returns:
       ``{"eval_loss": float, "eval_<metric_name>": float}``: means over the
@@ -490,7 +553,7 @@ def evaluate(
     batches = _as_batches(batches, "batches")
     if not batches:
         raise ValueError("batches: expected at least one batch, got none")
-    result = _evaluate(model, params, batches, loss, metric, metric_name)
+    result = _evaluate(model, params, batches, loss, metric, metric_name, step_loss)
     return {k: float(v) for k, v in jax.device_get(result).items()}
 
 
@@ -529,6 +592,7 @@ def fit(
     loss: LossFn | None = None,
     metric: LossFn | None = None,
     metric_name: str = "metric",
+    step_loss: StepLoss | None = None,
     eval_data: Batch | Sequence[Batch] | None = None,
     out: str | os.PathLike[str] | runlog.RunDir | None = None,
     resume: bool = False,
@@ -554,7 +618,9 @@ def fit(
     * a :class:`jaxrnn.tasks.Task`: step ``s`` trains on
       ``task.sample(fold_in(k_data, s), batch_size)``, so the step number is
       the data position; the loss, metric and baseline are the task's, and
-      evaluation uses ``eval_batches`` batches of its ``"eval"`` split;
+      evaluation uses ``eval_batches`` batches of its ``"eval"`` split; a
+      task with a ``step_loss`` (``text``) is scored inside the time loop
+      (see :func:`make_train_step`);
     * a :class:`~jaxrnn.tasks.Batch` of arrays holding ``N`` sequences
       (``xs`` ``[N, T, I]``, ``targets`` ``[N, ...]``, ``lengths`` ``[N]``
       or None): step ``s`` trains on ``batch_size`` distinct sequences drawn
@@ -606,6 +672,8 @@ def fit(
       loss: ``loss(outputs, batch) -> scalar`` (arrays or batches only).
       metric: ``metric(outputs, batch) -> scalar``, higher is better.
       metric_name: the metric's key in the logs.
+      step_loss: the per-step form of ``loss`` and ``metric`` (arrays or
+        batches only), see :func:`make_train_step`.
       eval_data: held-out batches (arrays or batches only).
       out: the run directory (or a :class:`jaxrnn.runlog.RunDir` already
         opened on it); None writes nothing.
@@ -647,13 +715,17 @@ def fit(
             f"steps: expected fewer than 2**31 (the step counter is int32), got {steps}"
         )
     _check_tx(tx)
-    source = _source(data, batch_size, loss, metric, metric_name, eval_data, eval_batches)
+    source = _source(
+        data, batch_size, loss, metric, metric_name, step_loss, eval_data, eval_batches
+    )
     shard = _data_parallel(devices, source.batch_size)
     k_init, k_data, k_drop, k_eval = jax.random.split(key, 4)
     tx = optax.apply_if_finite(tx, max_consecutive_errors=2**31 - 1)
     if params is None:
         params = model.init(k_init, source.input_size)
-    train_step = make_train_step(model, tx, source.loss, source.metric, metric_name=source.name)
+    train_step = make_train_step(
+        model, tx, source.loss, source.metric, metric_name=source.name, step_loss=source.step_loss
+    )
     loop = _Loop(
         model,
         source,
@@ -777,6 +849,7 @@ class _Source(NamedTuple):
     eval: Callable[[PRNGKey], list[Batch]]
     loss: LossFn
     metric: LossFn | None
+    step_loss: StepLoss | None
     name: str  # the metric's name
     baseline: float | None
     task: str | None
@@ -790,11 +863,15 @@ def _source(
     loss: LossFn | None,
     metric: LossFn | None,
     metric_name: str,
+    step_loss: StepLoss | None,
     eval_data: Any,
     eval_batches: Any,
 ) -> _Source:
+    if step_loss is not None and not callable(step_loss):
+        raise TypeError(f"step_loss: expected a function or None, got {step_loss!r}")
     if isinstance(data, Task):
-        for name, value in (("loss", loss), ("metric", metric), ("eval_data", eval_data)):
+        own = (("loss", loss), ("metric", metric), ("step_loss", step_loss))
+        for name, value in (*own, ("eval_data", eval_data)):
             if value is not None:
                 raise ValueError(f"{name}: a Task brings its own; expected None, got {value!r}")
         size = check_positive_int(batch_size, "batch_size")
@@ -812,8 +889,8 @@ def _source(
             return [data.sample(jax.random.fold_in(k_eval, i), size, "eval") for i in range(count)]
 
         return _Source(
-            sample, held_out, data.loss, data.metric, data.metric_name, data.baseline,
-            data.name, data.input_size, size,
+            sample, held_out, data.loss, data.metric, data.step_loss, data.metric_name,
+            data.baseline, data.name, data.input_size, size,
         )  # fmt: skip
     if loss is None or not callable(loss):
         raise ValueError(
@@ -834,7 +911,16 @@ def _source(
                 yield draw_rows(k_data, s, data)
 
         return _Source(
-            draw, lambda k: held, loss, metric, metric_name, None, None, xs.shape[-1], size
+            draw,
+            lambda k: held,
+            loss,
+            metric,
+            step_loss,
+            metric_name,
+            None,
+            None,
+            xs.shape[-1],
+            size,
         )
     if isinstance(data, Iterable) and not isinstance(data, Mapping | str | np.ndarray | jax.Array):
         stream = iter(data)
@@ -850,7 +936,9 @@ def _source(
 
         given = None if batch_size is None else check_positive_int(batch_size, "batch_size")
         width = np.shape(first.xs)[-1]
-        return _Source(read, lambda k: held, loss, metric, metric_name, None, None, width, given)
+        return _Source(
+            read, lambda k: held, loss, metric, step_loss, metric_name, None, None, width, given
+        )
     raise TypeError(
         "data: expected a jaxrnn.tasks.Task, a Batch of arrays or an iterable of batches, got "
         f"{type(data).__name__}"
@@ -1078,8 +1166,9 @@ class _Loop:
             return {}
         src = self.source
         line: dict[str, Any] = evaluate(
-            self.model, params, self.held_out, src.loss, src.metric, metric_name=src.name
-        )
+            self.model, params, self.held_out, src.loss, src.metric, metric_name=src.name,
+            step_loss=src.step_loss,
+        )  # fmt: skip
         if self.extra_metrics is not None:
             line.update(self.extra_metrics(params, self.held_out[0]))
         return line
