@@ -220,7 +220,7 @@ def train(args: argparse.Namespace, config: dict[str, Any], run: runlog.RunDir |
     print(
         f"final eval loss {s['final_eval_loss']:.4g} (baseline {s['baseline']:.4g}), "
         f"{task.metric_name} {s[metric]:.3f}; {s['steps_this_run']} steps in "
-        f"{s['wall_seconds']:.1f} s ({_rate(s['steps_per_second'])} steps/s after the first); "
+        f"{s['wall_seconds']:.1f} s ({runlog.format_rate(s['steps_per_second'])} after the first); "
         f"{s['skipped_updates']} non-finite updates skipped. Wrote {args.out}/summary.json"
     )
     return 0
@@ -257,10 +257,6 @@ def _heatmap(history: list[dict[str, Any]], out: Path) -> Path | None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     print(f"wrote {path}")
     return path
-
-
-def _rate(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
 
 
 def _carry_grad_metric(cell: jaxrnn.Cell, task: tasks.Task) -> Callable[..., dict[str, Any]]:

@@ -477,7 +477,7 @@ class Progress:
         )
         if self.metric_name in line:
             text += f"  {self.metric_name} {line[self.metric_name]:.3f}"
-        text += f"  |g| {line['grad_norm']:.3g}  {line['steps_per_s']:.1f} steps/s"
+        text += f"  |g| {line['grad_norm']:.3g}  {format_rate(line['steps_per_s'])}"
         if "eval_loss" in line:
             text += f"  eval {line['eval_loss']:.4g}"
         rate = line["steps_per_s"]
@@ -491,6 +491,15 @@ class Progress:
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def format_rate(steps_per_second: float | None) -> str:
+    """``12.5`` -> ``'12.5 steps/s'``; ``0.04`` -> ``'25.0 s/step'``; None -> ``'n/a'``."""
+    if steps_per_second is None or not math.isfinite(steps_per_second):
+        return "n/a"
+    if 0 < steps_per_second < 0.5:
+        return f"{1 / steps_per_second:.1f} s/step"
+    return f"{steps_per_second:.1f} steps/s"
 
 
 def format_seconds(seconds: float) -> str:

@@ -406,6 +406,8 @@ def test_progress_shows_an_eta():
     progress.show({"step": 25, "loss": 0.5, "correct": 0.1, "grad_norm": 1.0, "steps_per_s": 5.0})
     assert stream.text.endswith("ETA 15s") and " 25/100" in stream.text
     assert runlog.format_seconds(3725) == "1h02m" and runlog.format_seconds(75.2) == "1m15s"
+    assert runlog.format_rate(12.5) == "12.5 steps/s" and runlog.format_rate(0.04) == "25.0 s/step"
+    assert runlog.format_rate(None) == runlog.format_rate(float("nan")) == "n/a"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert runlog.read_metrics("/nonexistent/run") == []
