@@ -6,6 +6,15 @@
   halves the suite's compile-bound run time on 2 cores and leaves the numbers
   the tests compare unchanged up to rounding. Speed is measured by the
   benchmarks, at full optimisation, never here;
+* one persistent compilation cache per test session, in a temporary directory
+  that the pytest-xdist workers share and that is deleted at the end: a
+  program compiled by one test (the same train step, the same cell over the
+  same shapes) is read back by the others instead of compiled again (the
+  command lines and notebooks the tests start, whose programs differ, do not
+  use it). Eviction
+  is on, so that JAX locks the cache's files and a worker never reads an
+  entry that another is still writing. ``JAXRNN_TEST_COMPILATION_CACHE=off``
+  turns it off; a directory given there is used and kept;
 * the array annotations of jaxrnn are checked at runtime (STYLE.md point 4):
   jaxtyping's import hook decorates every function of the package with
   ``jaxtyped``, so arrays that contradict the shapes of a signature
@@ -20,7 +29,10 @@ arguments itself, with errors naming them that the tests assert, and a
 runtime check of them would only pre-empt those errors.
 """
 
+import os
+import shutil
 import sys
+import tempfile
 import types
 import typing
 from collections.abc import Callable
@@ -71,8 +83,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_CACHE_VARIABLE = "JAXRNN_TEST_COMPILATION_CACHE"
+
+
+def _share_compilations(config: pytest.Config) -> None:
+    """Point JAX's persistent compilation cache at this session's directory."""
+    path = os.environ.get(_CACHE_VARIABLE)
+    if path == "off":
+        return
+    if path is None:  # the controlling process: its xdist workers inherit the variable
+        path = tempfile.mkdtemp(prefix="jaxrnn-test-compilations-")
+        os.environ[_CACHE_VARIABLE] = path
+        config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_compilation_cache_max_size", 2**34)  # eviction on: locked files
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Install the jaxtyping hook before any test or doctest imports jaxrnn."""
+    """Share compilations; install the jaxtyping hook before anything imports jaxrnn."""
+    _share_compilations(config)
     if config.getoption("no_shape_checks"):
         return
     # The import hook instruments only the modules imported after it is installed.

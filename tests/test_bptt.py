@@ -91,9 +91,19 @@ def test_truncate_at_or_beyond_t_is_full_bptt(k):
     _assert_tree_close(cut, full, 0)
 
 
-@pytest.mark.parametrize("k", [4, 5, 15])  # T = 10: padded, exact and one padded chunk
-@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+# T = 10: k = 4 leaves a short last chunk, 5 divides T, 15 is one chunk; each
+# (direction, lengths) setting once, with truncation on top.
+CHECKPOINTS = [(4, False, None), (5, True, None), (15, False, LENGTHS), (4, True, LENGTHS)]
+
+
+@pytest.mark.parametrize(
+    ("k", "reverse", "lengths"),
+    CHECKPOINTS,
+    ids=[
+        f"{k}-{'reverse' if r else 'forward'}-{'full' if n is None else 'lengths'}"
+        for k, r, n in CHECKPOINTS
+    ],
+)
 def test_checkpoint_leaves_outputs_and_gradients_unchanged(k, reverse, lengths):
     cell, params, carry, xs = _setup("lstm")
 

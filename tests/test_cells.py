@@ -43,8 +43,12 @@ def _assert_tree_allclose(a, b, **kw):
         np.testing.assert_allclose(np.asarray(u, np.float64), np.asarray(v, np.float64), **kw)
 
 
-@pytest.mark.parametrize("batch_shape", BATCH_SHAPES, ids=str)
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16], ids=str)
+# Each dtype with one batch shape: every cell runs every dtype and every batch shape once.
+@pytest.mark.parametrize(
+    ("dtype", "batch_shape"),
+    list(zip([jnp.float32, jnp.float64, jnp.bfloat16], BATCH_SHAPES, strict=True)),
+    ids=str,
+)
 def test_step_keeps_carry_structure_shape_and_dtype(case, batch_shape, dtype):
     cell, params, _, x = _setup(case, dtype, batch_shape)
     carry = cell.initial_carry(batch_shape, dtype)

@@ -10,7 +10,7 @@ from jax.test_util import check_grads
 
 import jaxrnn
 from jaxrnn import _fused
-from tests.helpers import CELL_IDS, CELLS, INPUT_SIZE, random_carry, vjp_all
+from tests.helpers import CELLS, INPUT_SIZE, random_carry, vjp_all
 
 T, B = 6, 3
 # Variants that differ only in their initialisation share the step of their base cell.
@@ -36,8 +36,19 @@ def _compare(fn, primals, tol):
         np.testing.assert_allclose(u, v, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("case", STEP_CELLS, ids=STEP_IDS)
-@pytest.mark.parametrize(("reverse", "lengths"), [(False, None), (True, LENGTHS)])
+# Each step in one (direction, lengths) setting, in turn, so that every setting runs with
+# several cells; tests/test_paths.py holds every cell and path to the loop of its step.
+SETTINGS = [(False, None), (True, LENGTHS), (True, None), (False, LENGTHS)]
+SETTING_IDS = ["forward-full", "reverse-lengths", "reverse-full", "forward-lengths"]
+CHUNKED = [(c, *SETTINGS[i % 2]) for i, c in enumerate(STEP_CELLS)]
+PLAIN = [(c, *SETTINGS[i % 4]) for i, c in enumerate(STEP_CELLS)]
+
+
+def _ids(cases):
+    return [f"{c.name}-{SETTING_IDS[SETTINGS.index((r, n))]}" for c, r, n in cases]
+
+
+@pytest.mark.parametrize(("case", "reverse", "lengths"), CHUNKED, ids=_ids(CHUNKED))
 def test_fused_in_checkpointed_chunks_equals_autodiff(case, reverse, lengths):
     cell, params, carry, xs = _setup(case, jnp.float64)
 
@@ -57,9 +68,7 @@ def test_fused_in_checkpointed_chunks_equals_autodiff(case, reverse, lengths):
     _compare(run, (params, xs, carry), 1e-10)
 
 
-@pytest.mark.parametrize("case", STEP_CELLS, ids=STEP_IDS)
-@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+@pytest.mark.parametrize(("case", "reverse", "lengths"), PLAIN, ids=_ids(PLAIN))
 def test_fused_equals_autodiff_float64(case, reverse, lengths):
     cell, params, carry, xs = _setup(case, jnp.float64)
 
@@ -69,7 +78,7 @@ def test_fused_equals_autodiff_float64(case, reverse, lengths):
     _compare(run, (params, xs, carry), 1e-10)
 
 
-@pytest.mark.parametrize("case", CELLS, ids=CELL_IDS)
+@pytest.mark.parametrize("case", STEP_CELLS, ids=STEP_IDS)
 def test_fused_equals_autodiff_float32_batch_major_under_jit(case):
     cell, params, carry, xs = _setup(case, jnp.float32)
     xs = jnp.swapaxes(xs, 0, 1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
-from tests.helpers import CELL_IDS, CELLS, INPUT_SIZE, random_carry, reference_scan
+from tests.helpers import CELLS, INPUT_SIZE, random_carry, reference_scan
 
 T, B = 6, 4
 LENGTHS = (6, 3, 1, 0)
@@ -29,10 +29,22 @@ def _assert_tree_close(a, b, tol=1e-12):
         np.testing.assert_allclose(u, v, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("case", CELLS, ids=CELL_IDS)
-@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
-def test_scan_equals_the_reference_loop(case, reverse, lengths):
+# Each cell in one of the four (lengths, direction) settings, in turn: tests/test_paths.py
+# holds the cells with gradients to the same loop on every path; this adds the variants
+# that differ in activation, bias and initialisation.
+SETTINGS = [(None, False), (LENGTHS, True), (None, True), (LENGTHS, False)]
+LOOP_CASES = [(case, *SETTINGS[i % len(SETTINGS)]) for i, case in enumerate(CELLS)]
+
+
+@pytest.mark.parametrize(
+    ("case", "lengths", "reverse"),
+    LOOP_CASES,
+    ids=[
+        f"{c.name}-{'lengths' if n else 'full'}-{'reverse' if r else 'forward'}"
+        for c, n, r in LOOP_CASES
+    ],
+)
+def test_scan_equals_the_reference_loop(case, lengths, reverse):
     cell, params, carry, xs = _setup(case)
     lengths = None if lengths is None else jnp.array(lengths)
     got = jaxrnn.scan(cell, params, xs, carry=carry, lengths=lengths, reverse=reverse)
