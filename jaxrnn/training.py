@@ -485,8 +485,9 @@ def _loss_and_metric(
         value = _scalar(loss(outputs, batch), "loss")
         return value, (None if metric is None else _scalar(metric(outputs, batch), "metric"))
     totals = model.reduce(params, batch.xs, step_loss, batch.targets, batch.lengths, key)
-    steps = batch.xs.shape[0] * batch.xs.shape[1]
-    count = steps if batch.lengths is None else jnp.sum(batch.lengths)
+    num_rows, num_steps = batch.xs.shape[:2]
+    valid = None if batch.lengths is None else jnp.clip(batch.lengths, 0, num_steps)
+    count = num_rows * num_steps if valid is None else jnp.sum(valid)  # as scan reads lengths
     value, hits = (_scalar(jnp.sum(t) / count, "step_loss") for t in totals)
     return value, (None if metric is None else hits)
 

@@ -56,6 +56,7 @@ PUBLIC = {
     "reference",
     "runlog",
     "scan",
+    "scan_reduce",
     "stack",
     "tasks",
     "tbptt",
