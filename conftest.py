@@ -6,15 +6,14 @@
   halves the suite's compile-bound run time on 2 cores and leaves the numbers
   the tests compare unchanged up to rounding. Speed is measured by the
   benchmarks, at full optimisation, never here;
-* one persistent compilation cache per test session, in a temporary directory
-  that the pytest-xdist workers share and that is deleted at the end: a
-  program compiled by one test (the same train step, the same cell over the
-  same shapes) is read back by the others instead of compiled again (the
-  command lines and notebooks the tests start, whose programs differ, do not
-  use it). Eviction
-  is on, so that JAX locks the cache's files and a worker never reads an
-  entry that another is still writing. ``JAXRNN_TEST_COMPILATION_CACHE=off``
-  turns it off; a directory given there is used and kept;
+* a persistent compilation cache for each pytest-xdist worker, in a
+  temporary directory deleted at the end: a program compiled by one test (the
+  same train step, the same cell over the same shapes) is read back by the
+  others instead of compiled again (the command lines and notebooks the tests
+  start, whose programs differ, do not use it). One directory per worker: no
+  process reads an entry another is still writing, and JAX needs no locks.
+  ``JAXRNN_TEST_COMPILATION_CACHE=off`` turns it off; a directory given there
+  is used and kept;
 * the array annotations of jaxrnn are checked at runtime (STYLE.md point 4):
   jaxtyping's import hook decorates every function of the package with
   ``jaxtyped``, so arrays that contradict the shapes of a signature
@@ -95,10 +94,10 @@ def _share_compilations(config: pytest.Config) -> None:
         path = tempfile.mkdtemp(prefix="jaxrnn-test-compilations-")
         os.environ[_CACHE_VARIABLE] = path
         config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
-    jax.config.update("jax_compilation_cache_dir", path)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    jax.config.update("jax_compilation_cache_dir", os.path.join(path, worker))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    jax.config.update("jax_compilation_cache_max_size", 2**34)  # eviction on: locked files
 
 
 def pytest_configure(config: pytest.Config) -> None:
