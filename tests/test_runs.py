@@ -520,14 +520,19 @@ def test_only_runs_are_moved_aside(tmp_path, monkeypatch):
 
 
 def test_a_stop_asked_for_at_start_up_is_kept(tmp_path):
-    with runlog.StopSignals() as outer:
-        os.kill(os.getpid(), signal.SIGINT)  # e.g. while JAX is being imported
-        assert outer.received == signal.SIGINT
-        with pytest.raises(training.Stopped) as stop:
-            _fit(out=tmp_path, steps=50)
-    assert stop.value.step == 1 and stop.value.checkpoint.name == "step_00000001"
-    assert stop.value.exit_code == 130
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # A known handler before, whatever an earlier test in this worker left installed.
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with runlog.StopSignals() as outer:
+            os.kill(os.getpid(), signal.SIGINT)  # e.g. while JAX is being imported
+            assert outer.received == signal.SIGINT
+            with pytest.raises(training.Stopped) as stop:
+                _fit(out=tmp_path, steps=50)
+        assert stop.value.step == 1 and stop.value.checkpoint.name == "step_00000001"
+        assert stop.value.exit_code == 130
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, original)
 
 
 def test_damaged_checkpoints_are_set_aside_on_resume(tmp_path):
