@@ -6,6 +6,11 @@
   halves the suite's compile-bound run time on 2 cores and leaves the numbers
   the tests compare unchanged up to rounding. Speed is measured by the
   benchmarks, at full optimisation, never here;
+* four CPU devices (``--xla_force_host_platform_device_count=4`` in
+  ``XLA_FLAGS``, unless a device count is given there already), so that the
+  sharded paths (data parallelism, sequences split across devices) run in
+  the test process; every computation that does not ask for more runs on
+  the first device, as with one;
 * a persistent compilation cache for each pytest-xdist worker, in a
   temporary directory deleted at the end: a program compiled by one test (the
   same train step, the same cell over the same shapes) is read back by the
@@ -42,6 +47,10 @@ import jax
 import jaxtyping
 import pytest
 
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    ).strip()
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_disable_most_optimizations", True)

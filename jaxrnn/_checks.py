@@ -8,7 +8,7 @@ The bottom layer of the execution stack: :mod:`jaxrnn._sequential`,
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any, Literal, NamedTuple, TypedDict, cast
 
 import jax
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._cell import Array, Carry, Cell, Params, Shape, check_positive_int, described_spec
+from jaxrnn._time_axis import TimeAxis
 
 Backward = Literal["fused", "autodiff"]
 Method = Literal["sequential", "associative", "deer", "quasi-deer"]
@@ -91,6 +92,8 @@ class ScanOptions(NamedTuple):
       backward: ``"fused"`` or ``"autodiff"``.
       method: ``"sequential"``, ``"associative"``, ``"deer"`` or ``"quasi-deer"``.
       method_options: a :class:`DEEROptions` for the DEER methods, or None.
+      sequence_axis: the name of a mesh axis the time axis is split across
+        (sequence parallelism, for the parallel-in-time methods), or None.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn
@@ -108,6 +111,7 @@ class ScanOptions(NamedTuple):
     backward: Backward = "fused"
     method: Method = "sequential"
     method_options: DEEROptions | None = None
+    sequence_axis: str | None = None
 
 
 class ScanKwargs(TypedDict, total=False):
@@ -119,6 +123,7 @@ class ScanKwargs(TypedDict, total=False):
     backward: Backward
     method: Method
     method_options: DEEROptions | None
+    sequence_axis: str | None
 
 
 def scan_options(options: ScanOptions | None, overrides: dict[str, Any]) -> ScanOptions:
@@ -169,11 +174,93 @@ def _check_option_values(options: ScanOptions) -> None:
                     f"{name}: only for method='sequential'; the {method!r} method has no "
                     f"step-by-step backward pass to truncate or checkpoint"
                 )
+    axis = options.sequence_axis
+    if axis is not None and not isinstance(axis, str):
+        raise TypeError(f"sequence_axis: expected the name of a mesh axis or None, got {axis!r}")
+    if axis is not None and method == "sequential":
+        raise ValueError(
+            f"sequence_axis: only for method='associative', 'deer' or 'quasi-deer' (the "
+            f"parallel-in-time methods split the time axis across devices), got "
+            f"method='sequential' with sequence_axis={axis!r}"
+        )
     if deer_like and options.backward != "fused":
         raise ValueError(
             f"backward: only for method='sequential'; method={method!r} always differentiates "
             f"implicitly at the fixed point, got backward={options.backward!r}"
         )
+
+
+class ScanArgs(NamedTuple):
+    """The checked arguments of :func:`jaxrnn.scan` and :func:`jaxrnn.scan_reduce`.
+
+    ``xs`` is time-major; ``num_steps`` counts the steps of the whole
+    sequence, of which ``xs`` holds the chunk that starts at step
+    ``time.first_step(xs.shape[0])`` when ``time`` is split across devices.
+    """
+
+    xs: Array
+    batch_shape: Shape
+    carry: Carry
+    lengths: Array | None
+    options: ScanOptions
+    time: TimeAxis
+    num_steps: int
+
+
+def check_scan_args(
+    cell: Cell,
+    params: Params,
+    xs: Any,
+    carry: Carry | None,
+    lengths: Any,
+    reverse: Any,
+    time_major: bool,
+    num_feature_axes: int,
+    options: ScanOptions | None,
+    overrides: Mapping[str, object],
+) -> ScanArgs:
+    """Check the arguments every scan driver shares, and lay ``xs`` out time-major."""
+    options = scan_options(options, dict(overrides))
+    xs, batch_shape = to_time_major(xs, time_major, num_feature_axes)
+    time = sequence_time(options.sequence_axis, xs.shape[0])
+    num_steps = xs.shape[0] * time.shards()
+    check_params(cell, params)
+    carry = check_carry(cell, carry, batch_shape, default_dtype(params, xs))
+    lengths = check_lengths(lengths, batch_shape, num_steps)
+    if not isinstance(reverse, bool):
+        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
+    options = whole_sequence(options, num_steps)
+    return ScanArgs(xs, batch_shape, carry, lengths, options, time, num_steps)
+
+
+def sequence_time(axis: str | None, num_steps: int) -> TimeAxis:
+    """The time axis as this call sees it: split when ``axis`` is a ``shard_map`` axis here.
+
+    Outside ``shard_map``, ``axis`` must be an axis of the current mesh
+    (:func:`jax.set_mesh`) that divides the T steps; the parallel methods
+    then split the sequence themselves, and the time axis is whole here.
+    """
+    if axis is None:
+        return TimeAxis()
+    mesh = jax.sharding.get_abstract_mesh()
+    if axis in mesh.manual_axes:
+        return TimeAxis(axis)
+    if axis not in mesh.axis_names:
+        where = (
+            f"the current mesh has axes {mesh.axis_names}" if mesh.axis_names else "no mesh is set"
+        )
+        raise ValueError(
+            f"sequence_axis: expected the name of an axis of a jax.shard_map around this call "
+            f"or of the current mesh (with jax.set_mesh(mesh): ...), got {axis!r}; {where}"
+        )
+    devices = mesh.shape[axis]
+    if num_steps % devices:
+        raise ValueError(
+            f"xs: expected a number of steps divisible by the {devices} devices of "
+            f"sequence_axis={axis!r} (each holds an equal chunk of the time axis), got "
+            f"T={num_steps}; pad the sequences and pass lengths"
+        )
+    return TimeAxis()
 
 
 def whole_sequence(options: ScanOptions, num_steps: int) -> ScanOptions:

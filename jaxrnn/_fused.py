@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, FusedRules, Params, Spec, described_spec
+from jaxrnn._checks import ScanOptions
 from jaxrnn._sequential import scan_in_chunks, where_valid
 
 
@@ -39,6 +40,28 @@ def rules_for(cell: Cell, params: Params, xs: Array, carry: Carry) -> FusedRules
     if len(dtypes) != 1 or dtypes.pop() not in (jnp.float32, jnp.float64):
         return None
     return rules
+
+
+def takes(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    carry: Carry,
+    options: ScanOptions,
+    num_feature_axes: int,
+) -> bool:
+    """Whether the sequential method runs on the fused path: exactly ``cell.step``, fused.
+
+    The default ``backward``, no ``truncate``, one feature axis, at least one
+    step, and fused rules for these params (:func:`rules_for`).
+    """
+    return (
+        options.backward == "fused"
+        and options.truncate is None
+        and num_feature_axes == 1
+        and xs.shape[0] > 0
+        and rules_for(cell, params, xs, carry) is not None
+    )
 
 
 def fused_scan(

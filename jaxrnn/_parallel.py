@@ -31,9 +31,11 @@ from jaxrnn._checks import (
     check_lengths,
     default_dtype,
     from_time_major,
+    sequence_time,
     to_time_major,
 )
-from jaxrnn._sequential import sequential_scan, valid_steps, zero_padding
+from jaxrnn._sequential import valid_steps, zero_padding
+from jaxrnn._time_axis import TimeAxis
 
 
 class DEERInfo(NamedTuple):
@@ -84,6 +86,7 @@ def deer(
     damping: float = 0.0,
     throw: bool = True,
     num_feature_axes: int = 1,
+    sequence_axis: str | None = None,
 ) -> tuple[Carry, Float[Array, "..."], DEERInfo]:
     r"""Run any cell over a sequence by Newton's method on the whole trajectory (DEER).
 
@@ -159,6 +162,10 @@ def deer(
       throw: raise when some sequence has not converged (see above).
       num_feature_axes: how many trailing axes of ``xs`` are one step's
         input, as for :func:`jaxrnn.scan`.
+      sequence_axis: split the time axis across this mesh axis, as for
+        :func:`jaxrnn.scan` (sequence parallelism); ``info`` is the same on
+        every device. The run is then traced even when called eagerly, so
+        ``throw`` raises when the computation runs, as under ``jit``.
 
     Returns:
       ``(final_carry, ys, info)``: what :func:`jaxrnn.scan` returns, and a
@@ -191,15 +198,18 @@ def deer(
       parallelization of nonlinear RNNs", NeurIPS 2024 (quasi-DEER, ELK).
     """
     xs, batch_shape = to_time_major(xs, time_major, num_feature_axes)
+    if sequence_axis is not None and not isinstance(sequence_axis, str):
+        raise TypeError(f"sequence_axis: expected a mesh axis name or None, got {sequence_axis!r}")
+    time = sequence_time(sequence_axis, xs.shape[0])
     carry = check_carry(cell, carry, batch_shape, default_dtype(params, xs))
-    lengths = check_lengths(lengths, batch_shape, xs.shape[0])
+    lengths = check_lengths(lengths, batch_shape, xs.shape[0] * time.shards())
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse: expected a bool, got {reverse!r}")
-    xs = zero_padding(xs, lengths)
+    xs = zero_padding(xs, lengths, time.first_step(xs.shape[0]))
     options = DEEROptions(tol, max_iters, damping, throw)
-    final, ys, info = _deer(
-        cell, params, xs, carry, lengths, reverse, quasi, options, num_feature_axes
-    )
+    run = functools.partial(_deer, cell, reverse=reverse, quasi=quasi, options=options)
+    run = functools.partial(run, num_feature_axes=num_feature_axes, sequence_axis=sequence_axis)
+    final, ys, info = _on_time_chunks(run, sequence_axis, params, xs, carry, lengths, 3)
     return final, from_time_major(ys, time_major, len(batch_shape)), info
 
 
@@ -221,22 +231,86 @@ def parallel_scan(
     (:func:`jaxrnn._checks.scan_options` refuses the options these methods
     cannot honour).
     """
-    method = options.method
-    if method == "associative":
-        return associative_scan(cell, params, xs, carry, lengths, reverse)
-    deer_options = options.method_options or DEEROptions()
-    final, ys, _ = _deer(
-        cell,
-        params,
-        xs,
-        carry,
-        lengths,
-        reverse,
-        method == "quasi-deer",
-        deer_options,
-        num_feature_axes,
+    axis = options.sequence_axis
+    run: Callable[..., Any]
+    if options.method == "associative":
+        run = functools.partial(associative_scan, cell, reverse=reverse, sequence_axis=axis)
+    else:
+        run = functools.partial(
+            _deer,
+            cell,
+            reverse=reverse,
+            quasi=options.method == "quasi-deer",
+            options=options.method_options or DEEROptions(),
+            num_feature_axes=num_feature_axes,
+            sequence_axis=axis,
+        )
+    outputs = 2 if options.method == "associative" else 3
+    return _on_time_chunks(run, axis, params, xs, carry, lengths, outputs)[:2]
+
+
+def _on_time_chunks(
+    run: Callable[..., Any],
+    axis: str | None,
+    params: Params,
+    xs: Array,
+    carry: Carry,
+    lengths: Array | None,
+    num_outputs: int,
+) -> Any:
+    """``run(params, xs, carry, lengths)``, each device on its chunk of the steps when split.
+
+    Inside a ``shard_map`` over ``axis`` (or without ``axis``), ``xs`` is
+    already this device's chunk and ``run`` is called as it is. Outside, the
+    call is wrapped in a ``shard_map`` over ``axis`` of the current mesh:
+    ``xs`` split along time, the rest replicated; what ``run`` returns is the
+    final carry, the outputs, split along time like ``xs``, and (when
+    ``num_outputs`` is 3) DEER's information; all but the outputs are the
+    same on every device.
+    """
+    if axis is None or axis in jax.sharding.get_abstract_mesh().manual_axes:
+        return run(params, xs, carry, lengths)
+    split, whole = jax.sharding.PartitionSpec(axis), jax.sharding.PartitionSpec()
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.axis_types[mesh.axis_names.index(axis)] == jax.sharding.AxisType.Explicit:
+        # Explicit sharding is part of the arrays' types: move them onto the layout
+        # shard_map expects (time split over ``axis``, nothing else on ``axis``).
+        params, carry, lengths = _respec(axis, (params, carry, lengths), time=False)
+        xs = _respec(axis, xs, time=True)
+    in_specs = (whole, split, whole, whole)
+    out_specs = (whole, split) if num_outputs == 2 else (whole, split, whole)
+    return jax.shard_map(run, in_specs=in_specs, out_specs=out_specs, axis_names={axis})(
+        params, xs, carry, lengths
     )
-    return final, ys
+
+
+def _respec(axis: str, tree: Any, *, time: bool) -> Any:
+    """``tree`` resharded: ``axis`` off every dimension, and on the first with ``time``."""
+
+    def one(a: Array) -> Array:
+        spec = list(jax.typeof(a).sharding.spec) + [None] * a.ndim
+        spec = [_without(entry, axis) for entry in spec[: a.ndim]]
+        if time:
+            spec[0] = axis
+        return jax.sharding.reshard(a, jax.sharding.PartitionSpec(*spec))
+
+    return jax.tree.map(one, tree)
+
+
+def _without(entry: Any, axis: str) -> Any:
+    """One dimension's entry of a PartitionSpec without ``axis``."""
+    if entry == axis:
+        return None
+    if isinstance(entry, tuple):
+        rest = tuple(e for e in entry if e != axis)
+        return rest or None
+    return entry
+
+
+def _no_steps(cell: Cell, params: Params, xs: Array, carry: Carry) -> tuple[Carry, Array]:
+    """T = 0: the initial carry and no outputs (checked by the step, as the sequential scan)."""
+    y = jax.eval_shape(cell.step, params, carry, jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))[1]
+    return carry, jnp.zeros((0, *y.shape), y.dtype)
 
 
 def _linear_combine(first: tuple[Array, Array], second: tuple[Array, Array]) -> tuple[Array, Array]:
@@ -252,9 +326,15 @@ def associative_scan(
     xs: Array,
     carry: Carry,
     lengths: Array | None,
+    *,
     reverse: bool,
+    sequence_axis: str | None = None,
 ) -> tuple[Carry, Array]:
-    """``jaxrnn.scan(method="associative")`` (checked inputs, time-major ``xs``)."""
+    """``jaxrnn.scan(method="associative")`` (checked inputs, time-major ``xs``).
+
+    With ``sequence_axis``, called inside a ``shard_map`` over it: ``xs`` is
+    this device's chunk of the steps.
+    """
     spec = described_spec(cell)
     if not isinstance(spec, LinearSpec):
         why = (
@@ -270,15 +350,16 @@ def associative_scan(
         )
     num_steps = xs.shape[0]
     if num_steps == 0:
-        return sequential_scan(cell.step, params, xs, carry, lengths, reverse)
+        return _no_steps(cell, params, xs, carry)
     y_struct = jax.eval_shape(cell.step, params, carry, xs[0])[1]  # the step checks its inputs
-    return _associative_core(spec, reverse, y_struct.dtype, params, xs, carry, lengths)
+    time = TimeAxis(sequence_axis, reverse)
+    return _associative_core(spec, time, y_struct.dtype, params, xs, carry, lengths)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _associative_core(
     spec: LinearSpec,
-    reverse: bool,
+    time: TimeAxis,
     y_dtype: Any,
     params: Params,
     xs: Array,
@@ -293,14 +374,15 @@ def _associative_core(
     a, b = a.astype(dtype), b.astype(dtype)
     valid = None
     if lengths is not None:
-        valid = valid_steps(lengths, num_steps)[..., None]
+        valid = valid_steps(lengths, num_steps, time.first_step(num_steps))[..., None]
         a, b = jnp.where(valid, a, 1), jnp.where(valid, b, 0)
-    if reverse:
+    if time.flipped:
         a, b = jnp.flip(a, 0), jnp.flip(b, 0)
-    b = b.at[0].set(a[0] * h0 + b[0])
-    _, hs = jax.lax.associative_scan(_linear_combine, (a, b))
-    final = jax.tree.map(lambda new, old: new.astype(old.dtype), spec.to_carry(hs[-1]), carry)
-    if reverse:
+    b = b.at[0].set(jnp.where(time.position() == 0, a[0] * h0 + b[0], b[0]))
+    _, hs = time.scan(_linear_combine, (a, b))
+    last = spec.to_carry(time.last(hs))
+    final = jax.tree.map(lambda new, old: new.astype(old.dtype), last, carry)
+    if time.flipped:
         hs = jnp.flip(hs, 0)
     ys = spec.readout(params, hs, xs).astype(y_dtype)
     if valid is not None:
@@ -345,9 +427,11 @@ def _combine(alg: _Algebra, first: tuple[Array, Array], second: tuple[Array, Arr
     return alg.mm(a_j, a_i), alg.mv(a_j, b_i) + b_j
 
 
-def _solve_linear(alg: _Algebra, a: Array, b: Array, reverse: bool = False) -> Array:
+def _solve_linear(
+    alg: _Algebra, time: TimeAxis, a: Array, b: Array, reverse: bool = False
+) -> Array:
     """h_t = a_t h_{t-1} + b_t for all t (h_{-1} = 0; with ``reverse``, h_t = a_t h_{t+1} + b_t)."""
-    return jax.lax.associative_scan(functools.partial(_combine, alg), (a, b), reverse=reverse)[1]
+    return time.scan(functools.partial(_combine, alg), (a, b), reverse=reverse)[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,14 +441,17 @@ class _Problem:
     ``tol`` and ``max_iters`` are traced values (a new tolerance does not
     recompile); ``damping`` is static, as 0 and > 0 run different code, and
     so is ``check_adjoint``: whether quasi-DEER's backward pass raises when
-    its adjoint iterations do not converge (``throw``).
+    its adjoint iterations do not converge (``throw``). ``time`` says
+    whether the arrays hold the whole (possibly flipped) sequence or one
+    device's chunk of it.
     """
 
     step: Callable[..., Any]
     unravel: Callable[[Array], Carry]
     quasi: bool
     damping: float
-    check_adjoint: bool = False
+    check_adjoint: bool
+    time: TimeAxis
 
     @property
     def algebra(self) -> _Algebra:
@@ -388,16 +475,6 @@ def _all_steps(
     return jax.vmap(jax.vmap(step))(s_prev, xs, valid)
 
 
-def _previous(s0: Array, states: Array) -> Array:
-    """The state before every step: ``[s0, h_0, …, h_{T-2}]``."""
-    return jnp.concatenate([s0[None], states[:-1]])
-
-
-def _shift_back(v: Array) -> Array:
-    """``out[t] = v[t + 1]``, and 0 at the last step."""
-    return jnp.concatenate([v[1:], jnp.zeros_like(v[:1])])
-
-
 class _Limits(NamedTuple):
     """When the iterations stop: tolerance (in the state dtype) and the most iterations (int32)."""
 
@@ -410,22 +487,22 @@ def _keep_going(limits: _Limits, iteration: Array, done: Array) -> Array:
     return (iteration < limits.max_iters) & ~jnp.all(done)
 
 
-def _max_abs(v: Array) -> Array:
+def _max_abs(time: TimeAxis, v: Array) -> Array:
     """Per sequence: max |v| over the steps and entries of ``v`` ``[T, N, D]`` -> ``[N]``.
 
     NaN when ``v`` holds a NaN (XLA's max propagates it).
     """
-    return jnp.max(jnp.abs(v), axis=(0, 2), initial=0.0)
+    return time.max(jnp.max(jnp.abs(v), axis=(0, 2), initial=0.0))
 
 
-def _relative(error: Array, value: Array) -> Array:
+def _relative(time: TimeAxis, error: Array, value: Array) -> Array:
     """The convergence test, per sequence: max |error| / max(1, max |value|) -> ``[N]``."""
-    return _max_abs(error) / jnp.maximum(1.0, _max_abs(value))
+    return _max_abs(time, error) / jnp.maximum(1.0, _max_abs(time, value))
 
 
-def _passes(limits: _Limits, error: Array, value: Array) -> Array:
+def _passes(time: TimeAxis, limits: _Limits, error: Array, value: Array) -> Array:
     """``[N]`` booleans: the relative residual is at most ``tol`` (False for NaN or Inf)."""
-    return _relative(error, value) <= limits.tol
+    return _relative(time, error, value) <= limits.tol
 
 
 def _jacobians(problem: _Problem, rows: Callable[[Array], Array], like: Array) -> Array:
@@ -437,12 +514,12 @@ def _jacobians(problem: _Problem, rows: Callable[[Array], Array], like: Array) -
     eye = jnp.eye(like.shape[-1], dtype=like.dtype)
 
     def product(e: Array) -> Array:
-        return rows(jnp.broadcast_to(e, like.shape))
+        return rows(problem.time.varying(jnp.broadcast_to(e, like.shape)))
 
     if problem.quasi:
         # One product per column, one after the other: O(T·N·D) memory.
         def diagonal_entry(e: Array) -> Array:
-            e_full = jnp.broadcast_to(e, like.shape)
+            e_full = problem.time.varying(jnp.broadcast_to(e, like.shape))
             return jnp.sum(product(e) * e_full, axis=-1)
 
         return jnp.moveaxis(jax.lax.map(diagonal_entry, eye), 0, -1)
@@ -466,7 +543,13 @@ def _filter_combine(alg: _Algebra, first: Any, second: Any) -> Any:
 
 
 def _elk_step(
-    alg: _Algebra, jac: Array, u: Array, guess: Array, damping: float, valid: Array | None = None
+    alg: _Algebra,
+    time: TimeAxis,
+    jac: Array,
+    u: Array,
+    guess: Array,
+    damping: float,
+    valid: Array | None = None,
 ) -> Array:
     """One damped (ELK) iteration: argmin_h Σ|h_t − J_t h_{t−1} − u_t|² + λ Σ|h_t − guess_t|².
 
@@ -490,16 +573,15 @@ def _elk_step(
         k_vec * alg.mv(jac_t, guess - u),
         k_jac * alg.mm(jac_t, jac),
     )
-    _, mean, cov, _, _ = jax.lax.associative_scan(functools.partial(_filter_combine, alg), elements)
+    _, mean, cov, _, _ = time.scan(functools.partial(_filter_combine, alg), elements)
     # Smoother: h_t = G_t h_{t+1} + (m_t − G_t (J_{t+1} m_t + u_{t+1})),
-    # with the gain G_t = P_t J_{t+1}^T (J_{t+1} P_t J_{t+1}^T + I)^{-1}.
-    jac_next, u_next, m, p = jac[1:], u[1:], mean[:-1], cov[:-1]
-    jp = alg.mm(jac_next, p)
+    # with the gain G_t = P_t J_{t+1}^T (J_{t+1} P_t J_{t+1}^T + I)^{-1}; at the last
+    # step J_{t+1} = 0 and u_{t+1} = 0 (what ``time.next`` gives there): G = 0, h = m.
+    jac_next, u_next = time.next(jac), time.next(u)
+    jp = alg.mm(jac_next, cov)
     gain = alg.tr(alg.solve(alg.mm(jp, alg.tr(jac_next)) + alg.eye(jp), jp))
-    offset = m - alg.mv(gain, alg.mv(jac_next, m) + u_next)
-    gains = jnp.concatenate([gain, jnp.zeros_like(gain[:1])])
-    offsets = jnp.concatenate([offset, mean[-1:]])
-    return _solve_linear(alg, gains, offsets, reverse=True)
+    offset = mean - alg.mv(gain, alg.mv(jac_next, mean) + u_next)
+    return _solve_linear(alg, time, gain, offset, reverse=True)
 
 
 def _frozen(done: Array, old: Array, new: Array) -> Array:
@@ -519,27 +601,30 @@ def _newton(
     while the others go on. A NaN residual never passes, so a sequence with
     NaN iterates until ``max_iters`` without touching the others.
     """
-    alg = problem.algebra
+    alg, time = problem.algebra, problem.time
+    first = time.position() == 0  # this chunk holds the first step
 
     def body(state: tuple[Array, Array, Array, Array]) -> tuple[Array, Array, Array, Array]:
         guess, count, done, iteration = state
-        s_prev = _previous(s0, guess)
+        s_prev = time.previous(s0, guess)
         f, jvp = jax.linearize(lambda s: _all_steps(problem, params, s, xs, valid)[0], s_prev)
         jac = _jacobians(problem, jvp, s_prev)
         # Step 0 starts from the known s0: its new state is f[0] exactly.
-        u = (f - alg.mv(jac, s_prev)).at[0].set(f[0])
-        jac = jac.at[0].set(0)
+        u = f - alg.mv(jac, s_prev)
+        u = u.at[0].set(jnp.where(first, f[0], u[0]))
+        jac = jac.at[0].set(jnp.where(first, jnp.zeros_like(jac[0]), jac[0]))
         if problem.damping > 0:
-            new = _elk_step(alg, jac, u, guess, problem.damping, valid)
+            new = _elk_step(alg, time, jac, u, guess, problem.damping, valid)
         else:
-            new = _solve_linear(alg, jac, u)
+            new = _solve_linear(alg, time, jac, u)
         new = _frozen(done, guess, new)
         count = count + jnp.where(done, 0, 1).astype(count.dtype)
-        return new, count, done | _passes(limits, f - guess, guess), iteration + 1
+        return new, count, done | _passes(time, limits, f - guess, guess), iteration + 1
 
     num_rows = s0.shape[0]
     guess = jnp.broadcast_to(s0, (xs.shape[0], *s0.shape))
     init = (guess, jnp.zeros(num_rows, jnp.int32), jnp.zeros(num_rows, bool), jnp.int32(0))
+    init = (time.varying(guess), *init[1:])
     states, count, _, _ = jax.lax.while_loop(
         lambda st: _keep_going(limits, st[3], st[2]), body, init
     )
@@ -564,10 +649,11 @@ def _solve_fwd(
     problem: _Problem, limits: _Limits, params: Params, s0: Array, xs: Array, valid: Array
 ) -> tuple[tuple[Array, Array, Array, Array, Array], Any]:
     states, count = _newton(problem, limits, params, s0, xs, valid)
-    new_states, ys = _all_steps(problem, params, _previous(s0, states), xs, valid)
+    time = problem.time
+    new_states, ys = _all_steps(problem, params, time.previous(s0, states), xs, valid)
     # Judged on the trajectory returned, not on the last guess tested.
     error = new_states - states
-    residual, converged = _max_abs(error), _passes(limits, error, states)
+    residual, converged = _max_abs(time, error), _passes(time, limits, error, states)
     return (states, ys, count, residual, converged), (limits, params, s0, xs, valid, states)
 
 
@@ -579,8 +665,8 @@ def _solve_bwd(problem: _Problem, residuals: Any, cotangents: Any) -> Any:
     """
     limits, params, s0, xs, valid, states = residuals
     g_states, g_ys = cotangents[:2]
-    alg = problem.algebra
-    s_prev = _previous(s0, states)
+    alg, time = problem.algebra, problem.time
+    s_prev = time.previous(s0, states)
     _, vjp = jax.vjp(lambda p, s, x: _all_steps(problem, p, s, x, valid), params, s_prev, xs)
     no_states, no_ys = jnp.zeros_like(states), jnp.zeros_like(g_ys)
 
@@ -589,27 +675,27 @@ def _solve_bwd(problem: _Problem, residuals: Any, cotangents: Any) -> Any:
         return vjp((lam, no_ys))[1]
 
     # The outputs' cotangent reaches the state before each step.
-    g = g_states + _shift_back(vjp((no_states, g_ys))[1])
+    g = g_states + time.next(vjp((no_states, g_ys))[1])
     # A VJP with e_i gives row i of J_t: the rows, stacked on the last axis, are J^T.
     jac_t = _jacobians(problem, transpose_product, s_prev)
-    a = _shift_back(jac_t)  # λ_t depends on λ_{t+1} through J_{t+1}^T
+    a = time.next(jac_t)  # λ_t depends on λ_{t+1} through J_{t+1}^T
     if not problem.quasi:
-        lam = _solve_linear(alg, a, g, reverse=True)
+        lam = _solve_linear(alg, time, a, g, reverse=True)
     else:
 
         def body(state: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
             lam, done, iteration = state
             # Exact J^T λ from the VJP; only the implicit part uses the diagonal.
-            exact = g + _shift_back(transpose_product(lam))
-            new = _solve_linear(alg, a, exact - _shift_back(jac_t * lam), reverse=True)
+            exact = g + time.next(transpose_product(lam))
+            new = _solve_linear(alg, time, a, exact - time.next(jac_t * lam), reverse=True)
             new = _frozen(done, lam, new)
-            return new, done | _passes(limits, exact - lam, lam), iteration + 1
+            return new, done | _passes(time, limits, exact - lam, lam), iteration + 1
 
         init = (jnp.zeros_like(g), jnp.zeros(g.shape[1], bool), jnp.int32(0))
         lam = jax.lax.while_loop(lambda st: _keep_going(limits, st[2], st[1]), body, init)[0]
         if problem.check_adjoint:
-            error = g + _shift_back(transpose_product(lam)) - lam
-            relative = _relative(error, lam)
+            error = g + time.next(transpose_product(lam)) - lam
+            relative = _relative(time, error, lam)
             # A NaN cotangent gives NaN gradients, visible as such: only finite misses raise.
             missed = jnp.isfinite(relative) & (relative > limits.tol)
             lam = _tie(
@@ -623,7 +709,10 @@ def _solve_bwd(problem: _Problem, residuals: Any, cotangents: Any) -> Any:
                 ),
             )
     p_bar, s_prev_bar, x_bar = vjp((lam, g_ys))
-    return None, p_bar, s_prev_bar[0], x_bar, None
+    # Only the first chunk's first step reads s0; params are read by every chunk.
+    s0_bar = jnp.where(time.position() == 0, s_prev_bar[0], jnp.zeros_like(s_prev_bar[0]))
+    p_bar, s0_bar = time.sum_cotangent((p_bar, s0_bar), (params, s0))
+    return None, p_bar, s0_bar, x_bar, None
 
 
 _solve.defvjp(_solve_fwd, _solve_bwd)
@@ -774,17 +863,24 @@ def _deer(
     quasi: bool,
     options: DEEROptions,
     num_feature_axes: int = 1,
+    sequence_axis: str | None = None,
 ) -> tuple[Carry, Array, DEERInfo]:
-    """:func:`deer` on checked inputs, time-major ``[T, *batch, *features]``."""
+    """:func:`deer` on checked inputs, time-major ``[T, *batch, *features]``.
+
+    With ``sequence_axis``, called inside a ``shard_map`` over it: ``xs`` is
+    this device's chunk of the steps.
+    """
+    time = TimeAxis(sequence_axis, reverse)
     num_steps, split = xs.shape[0], xs.ndim - num_feature_axes
+    total_steps = num_steps * time.shards()
     batch_shape, feature_shape = xs.shape[1:split], xs.shape[split:]
     rows = math.prod(batch_shape)
     carry_rows = jax.tree.map(lambda c: c.reshape(rows, *c.shape[len(batch_shape) :]), carry)
     template = jax.tree.map(lambda c: jnp.zeros(c.shape[1:], c.dtype), carry_rows)
     flat, unravel = ravel_pytree(template)
-    tol, max_iters, damping, throw = _check_options(quasi, options, max(num_steps, 1), flat.dtype)
+    tol, max_iters, damping, throw = _check_options(quasi, options, max(total_steps, 1), flat.dtype)
     if num_steps == 0:
-        final, ys = sequential_scan(cell.step, params, xs, carry, lengths, reverse)
+        final, ys = _no_steps(cell, params, xs, carry)
         info = DEERInfo(
             jnp.zeros(batch_shape, jnp.int32),
             jnp.zeros(batch_shape, flat.dtype),
@@ -792,31 +888,30 @@ def _deer(
         )
         return final, ys, info
     jax.eval_shape(cell.step, params, carry, xs[0])  # the step checks its inputs
-    problem = _Problem(cell.step, unravel, quasi, damping, quasi and throw)
+    problem = _Problem(cell.step, unravel, quasi, damping, quasi and throw, time)
     limits = _Limits(jnp.asarray(tol, flat.dtype), jnp.asarray(max_iters, jnp.int32))
     x_rows = xs.reshape(num_steps, rows, *feature_shape)
     if lengths is None:
         valid = jnp.ones((num_steps, rows), bool)
     else:
-        valid = valid_steps(lengths.reshape(rows), num_steps)
+        valid = valid_steps(lengths.reshape(rows), num_steps, time.first_step(num_steps))
     final_rows, ys, count, residual, converged = _deer_rows(
-        problem, reverse, limits, params, carry_rows, x_rows, valid
+        problem, limits, params, carry_rows, x_rows, valid
     )
     final = jax.tree.map(lambda f, c: f.reshape(c.shape), final_rows, carry)
     ys = ys.reshape(num_steps, *batch_shape, *ys.shape[2:])
     info = DEERInfo(*(a.reshape(batch_shape) for a in (count, residual, converged)))
     if throw:
         message = functools.partial(
-            _not_converged_message, quasi, tol, max_iters, num_steps, damping
+            _not_converged_message, quasi, tol, max_iters, total_steps, damping
         )
         final, ys, info = _raise_unless_converged(final, ys, info, message)
     return final, ys, info
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@functools.partial(jax.jit, static_argnums=(0,))
 def _deer_rows(
     problem: _Problem,
-    reverse: bool,
     limits: _Limits,
     params: Params,
     carry_rows: Carry,
@@ -825,10 +920,11 @@ def _deer_rows(
 ) -> tuple[Carry, Array, Array, Array, Array]:
     """DEER on ``N`` rows, compiled as one computation (also when called eagerly)."""
     s0 = jax.vmap(lambda c: ravel_pytree(c)[0])(carry_rows)
-    if reverse:
+    flipped = problem.time.flipped  # reverse: each chunk flipped, and the chunks' order
+    if flipped:
         x_rows, valid = jnp.flip(x_rows, 0), jnp.flip(valid, 0)
     states, ys, count, residual, converged = _solve(problem, limits, params, s0, x_rows, valid)
-    if reverse:
+    if flipped:
         ys = jnp.flip(ys, 0)
-    final = jax.vmap(problem.unravel)(states[-1])
+    final = jax.vmap(problem.unravel)(problem.time.last(states))
     return final, ys, count, jax.lax.stop_gradient(residual), converged

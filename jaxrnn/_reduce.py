@@ -19,17 +19,7 @@ from jaxtyping import Shaped
 
 from jaxrnn import _fused, _parallel
 from jaxrnn._cell import Array, Carry, Cell, Params, Shape
-from jaxrnn._checks import (
-    ScanKwargs,
-    ScanOptions,
-    check_carry,
-    check_lengths,
-    check_params,
-    default_dtype,
-    scan_options,
-    to_time_major,
-    whole_sequence,
-)
+from jaxrnn._checks import ScanKwargs, ScanOptions, check_scan_args
 from jaxrnn._sequential import chunk_runner, scan_in_chunks, where_valid
 
 
@@ -78,7 +68,9 @@ def scan_reduce(
     before any step runs, so NaN or Inf in the padding reaches no gradient.
     ``reverse``, ``truncate``, ``backward`` and every other option mean what
     they mean in :func:`jaxrnn.scan`; the fused path serves the built-in
-    cells chunk by chunk.
+    cells chunk by chunk. With ``sequence_axis`` inside a ``shard_map``,
+    ``xs`` and ``targets`` are this device's chunk of the steps and
+    ``totals`` are the sums over the whole sequences, the same on every device.
 
     Args:
       cell: the :class:`Cell` to run.
@@ -138,21 +130,17 @@ def scan_reduce(
         (leaves without the leading ``[T, *batch]`` axes) or ``fn`` (values
         without the batch shape as leading axes, or an error raised inside it).
     """
-    options = scan_options(options, dict(kwargs))
-    xs, batch_shape = to_time_major(xs, time_major, num_feature_axes)
+    args = check_scan_args(
+        cell, params, xs, carry, lengths, reverse, time_major, num_feature_axes, options, kwargs
+    )
+    xs, batch_shape, carry, lengths, options = args[:5]
     num_steps = xs.shape[0]
-    check_params(cell, params)
-    carry = check_carry(cell, carry, batch_shape, default_dtype(params, xs))
-    lengths = check_lengths(lengths, batch_shape, num_steps)
-    if not isinstance(reverse, bool):
-        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
     if not callable(fn):
         raise TypeError(f"fn: expected a function fn(y_t, targets_t), got {type(fn).__name__}")
-    options = whole_sequence(options, num_steps)
     targets = _time_major_targets(targets, time_major, num_steps, batch_shape)
     _check_fn(cell, params, carry, xs, fn, targets, batch_shape)
     reduce = _chunk_reducer(fn, lengths)
-    steps = jnp.arange(num_steps, dtype=jnp.int32)
+    steps = jnp.arange(num_steps, dtype=jnp.int32) + args.time.first_step(num_steps)
 
     if options.method != "sequential" or options.method_options is not None:
         zeroed, targets = _zero_padding(steps, lengths, (xs, targets))
@@ -166,16 +154,12 @@ def scan_reduce(
             options,
             num_feature_axes=num_feature_axes,
         )
-        return carry, jax.tree.map(lambda s: s[0], reduce(steps, ys, targets))
+        totals = jax.tree.map(lambda s: s[0], reduce(steps, ys, targets))
+        if args.time.name is not None:  # this device's chunk of the steps: add the others'
+            totals = jax.lax.psum(totals, args.time.name)
+        return carry, totals
 
-    fused = (
-        options.backward == "fused"
-        and options.truncate is None
-        and num_feature_axes == 1
-        and num_steps > 0
-        and _fused.rules_for(cell, params, xs, carry) is not None
-    )
-    if fused:
+    if _fused.takes(cell, params, xs, carry, options, num_feature_axes):
         run = _fused.chunk_runner(cell, params, lengths, reverse, options.unroll)
     else:
         run = chunk_runner(

@@ -17,18 +17,7 @@ from jaxtyping import Float, Shaped
 
 from jaxrnn import _fused, _parallel
 from jaxrnn._cell import Array, Carry, Cell, Params
-from jaxrnn._checks import (
-    ScanKwargs,
-    ScanOptions,
-    check_carry,
-    check_lengths,
-    check_params,
-    default_dtype,
-    from_time_major,
-    scan_options,
-    to_time_major,
-    whole_sequence,
-)
+from jaxrnn._checks import ScanKwargs, ScanOptions, check_scan_args, from_time_major
 from jaxrnn._sequential import sequential_scan, zero_padding
 
 
@@ -143,6 +132,23 @@ def scan(
       method_options: a :class:`jaxrnn.DEEROptions` (tolerance, maximum
         number of iterations, damping, what to do when the iterations do
         not converge) for ``"deer"`` and ``"quasi-deer"``; None for the defaults.
+      sequence_axis: sequence parallelism for the methods ``"associative"``,
+        ``"deer"`` and ``"quasi-deer"``: the name of a mesh axis whose
+        devices each take a contiguous chunk of the time axis. Outside
+        :func:`jax.shard_map`, with a mesh that has this axis set (``with
+        jax.set_mesh(mesh):``), ``scan`` splits ``xs`` along time itself (T
+        must be a multiple of the axis size) and returns what one device
+        returns, the outputs split along time. Inside a ``shard_map`` over
+        the axis, ``xs`` is this device's chunk (chunks in the order of the
+        devices along the axis); ``carry`` and ``lengths`` are those of the
+        whole sequences, the same on every device; the result is the whole
+        sequences' final carry, the same on every device, and this chunk's
+        outputs. Each chunk is scanned on its device, the chunks' totals are
+        gathered and each device corrects its chunk with the total before it
+        (DEER does so in each Newton iteration, and sends one state to each
+        neighbour): the devices exchange O(devices × batch × state) numbers
+        per scan (and the params' gradient), never O(T). Outputs, carry and
+        gradients equal one device's to rounding.
 
     Returns:
       ``(final_carry, ys)`` with ``ys`` of shape ``[T, *batch, O]`` (or
@@ -181,30 +187,43 @@ def scan(
       ...                   atol=1e-6))
       True
 
+      One long sequence split along time across the devices of a mesh axis
+      (each device scans its chunk; T=4096 here, on however many devices
+      there are):
+
+      >>> mesh = jax.make_mesh((len(jax.devices()),), ("time",))
+      >>> fast = jaxrnn.mingru(8)
+      >>> p_fast = fast.init(jax.random.key(0), input_size=3)
+      >>> long_xs = jax.random.normal(jax.random.key(1), (4096, 2, 3))
+      >>> split = jax.jit(lambda p, x: jaxrnn.scan(fast, p, x, method="associative",
+      ...                                          sequence_axis="time"))
+      >>> with jax.set_mesh(mesh):
+      ...     _, ys_split = split(p_fast, long_xs)
+      >>> _, ys_one = jaxrnn.scan(fast, p_fast, long_xs, method="associative")
+      >>> bool(jnp.allclose(ys_split, ys_one, atol=1e-5))
+      True
+
     Raises:
       ValueError, TypeError: at trace time, naming the argument: ``xs`` not
         floating or of too low rank; params that do not fit the cell
         (``params.b_hh``, ``params.w_hr``, …, with the expected shape) or
         are not floating; a carry of another structure or shape; ``lengths``
         of the wrong shape, dtype or (when concrete) range; an unknown or
-        unsupported option.
+        unsupported option; a ``sequence_axis`` that is no axis of the
+        current mesh or of a ``shard_map`` here, or that does not divide T.
     """
-    options = scan_options(options, dict(kwargs))
-    xs, batch_shape = to_time_major(xs, time_major, num_feature_axes)
-    num_steps = xs.shape[0]
-    check_params(cell, params)
-    carry = check_carry(cell, carry, batch_shape, default_dtype(params, xs))
-    lengths = check_lengths(lengths, batch_shape, num_steps)
-    if not isinstance(reverse, bool):
-        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
-    options = whole_sequence(options, num_steps)
-    xs = zero_padding(xs, lengths)
+    args = check_scan_args(
+        cell, params, xs, carry, lengths, reverse, time_major, num_feature_axes, options, kwargs
+    )
+    xs = zero_padding(args.xs, args.lengths, args.time.first_step(args.xs.shape[0]))
     try:
-        final, ys = _run(cell, params, xs, carry, lengths, reverse, options, num_feature_axes)
+        final, ys = _run(
+            cell, params, xs, args.carry, args.lengths, reverse, args.options, num_feature_axes
+        )
     except (ValueError, TypeError) as e:
         e.add_note(f"(raised by cell.step on one time step of xs, of shape {xs.shape[1:]})")
         raise
-    return final, from_time_major(ys, time_major, len(batch_shape))
+    return final, from_time_major(ys, time_major, len(args.batch_shape))
 
 
 def _run(
@@ -222,14 +241,7 @@ def _run(
         return _parallel.parallel_scan(
             cell, params, xs, carry, lengths, reverse, options, num_feature_axes=num_feature_axes
         )
-    fused = (
-        options.backward == "fused"
-        and options.truncate is None
-        and num_feature_axes == 1
-        and xs.shape[0] > 0
-        and _fused.rules_for(cell, params, xs, carry) is not None
-    )
-    if fused:
+    if _fused.takes(cell, params, xs, carry, options, num_feature_axes):
         # The cell's own step checks its inputs; the fused path does not call it.
         jax.eval_shape(cell.step, params, carry, xs[0])
         return _fused.fused_scan(

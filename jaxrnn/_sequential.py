@@ -17,9 +17,13 @@ import jax.numpy as jnp
 from jaxrnn._cell import Array, Carry, Params, StepFn
 
 
-def valid_steps(lengths: Array, num_steps: int) -> Array:
-    """``[T, *batch]`` booleans: step t of sequence b is valid when ``t < lengths[b]``."""
-    steps = jnp.arange(num_steps, dtype=lengths.dtype)
+def valid_steps(lengths: Array, num_steps: int, start: Array | int = 0) -> Array:
+    """``[T, *batch]`` booleans: step t of sequence b is valid when ``start + t < lengths[b]``.
+
+    ``start``: the index of the first of these steps in the whole sequence
+    (a chunk of a sequence split across devices).
+    """
+    steps = jnp.arange(num_steps, dtype=lengths.dtype) + jnp.asarray(start, lengths.dtype)
     return steps.reshape((num_steps,) + (1,) * lengths.ndim) < lengths[None]
 
 
@@ -32,8 +36,8 @@ def where_valid(valid: Array, new: Any, old: Any) -> Any:
     return jax.tree.map(pick, new, old)
 
 
-def zero_padding(xs: Array, lengths: Array | None) -> Array:
-    """``xs`` ``[T, *batch, ...]`` with every padded step (``t >= lengths[b]``) set to zero.
+def zero_padding(xs: Array, lengths: Array | None, start: Array | int = 0) -> Array:
+    """``xs`` ``[T, *batch, ...]`` with every padded step (``start + t >= lengths[b]``) set to zero.
 
     A masked step's output and carry are discarded, but its VJP still
     multiplies the (zero) cotangent by the step's intermediate values: a NaN
@@ -43,7 +47,8 @@ def zero_padding(xs: Array, lengths: Array | None) -> Array:
     """
     if lengths is None:
         return xs
-    return where_valid(valid_steps(lengths, xs.shape[0]), xs, jnp.zeros((), xs.dtype))
+    valid = valid_steps(lengths, xs.shape[0], start)
+    return where_valid(valid, xs, jnp.zeros((), xs.dtype))
 
 
 def masked_step(

@@ -216,6 +216,16 @@ def readout(
         w_out = jax.random.uniform(k_out, (output_size, width), dtype, -bound, bound)
         return ReadoutParams(params, w_out, jnp.zeros((output_size,), dtype))
 
+    def computed(params: ReadoutParams, xs: Array) -> tuple[ReadoutParams, Array, Any]:
+        """Params and inputs checked and cast to ``compute_dtype``, and the outputs' dtype."""
+        if jnp.ndim(xs) != 3:
+            raise ValueError(f"xs: expected batch-major [B, T, I], got shape {jnp.shape(xs)}")
+        out_dtype = jnp.result_type(params.w_out, jnp.float32)
+        if compute_dtype is not None:
+            params = jax.tree.map(lambda a: a.astype(compute_dtype), params)
+            xs = xs.astype(compute_dtype)
+        return params, xs, out_dtype
+
     def run(
         params: ReadoutParams,
         xs: Float[Array, "B T I"],
@@ -223,12 +233,7 @@ def readout(
         lengths: Array | None = None,
         key: PRNGKey | None = None,
     ) -> tuple[Any, Float[Array, "B T O"]]:
-        if jnp.ndim(xs) != 3:
-            raise ValueError(f"xs: expected batch-major [B, T, I], got shape {jnp.shape(xs)}")
-        out_dtype = jnp.result_type(params.w_out, jnp.float32)
-        if compute_dtype is not None:
-            params = jax.tree.map(lambda a: a.astype(compute_dtype), params)
-            xs = xs.astype(compute_dtype)
+        params, xs, out_dtype = computed(params, xs)
         carry, hs = hidden(params.rnn, xs, carry, lengths, key)
         ys = jnp.einsum("bth,oh->bto", hs.astype(params.w_out.dtype), params.w_out)
         return carry, (ys + params.b_out[None, None, :]).astype(out_dtype)
@@ -251,12 +256,7 @@ def readout(
     ) -> Any:
         del key  # a cell has no dropout
         assert isinstance(rnn, Cell)
-        if jnp.ndim(xs) != 3:
-            raise ValueError(f"xs: expected batch-major [B, T, I], got shape {jnp.shape(xs)}")
-        out_dtype = jnp.result_type(params.w_out, jnp.float32)
-        if compute_dtype is not None:
-            params = jax.tree.map(lambda a: a.astype(compute_dtype), params)
-            xs = xs.astype(compute_dtype)
+        params, xs, out_dtype = computed(params, xs)
 
         def per_step(h: Array, target: Any) -> Any:
             y = h.astype(params.w_out.dtype) @ params.w_out.T + params.b_out[None, :]

@@ -407,9 +407,14 @@ NON_DEFAULT = {
     "backward": "autodiff",
     "method": "deer",
     "method_options": jaxrnn.DEEROptions(tol=1e-4),
+    "sequence_axis": "time",  # an axis of ONE_DEVICE_TIME, set around every call below
 }
 # Fields that need another field set to be valid (DEER's options need a DEER method).
-NEEDS = {"method_options": {"method": "deer"}}
+NEEDS = {"method_options": {"method": "deer"}, "sequence_axis": {"method": "deer"}}
+# A mesh whose "time" axis has one device: it divides any number of steps.
+ONE_DEVICE_TIME = jax.make_mesh(
+    (1,), ("time",), (jax.sharding.AxisType.Auto,), devices=jax.devices()[:1]
+)
 
 
 def _records() -> list[ScanOptions]:
@@ -487,10 +492,11 @@ def test_every_option_reaches_the_dispatcher_unchanged(entry, form, monkeypatch)
     run = _entry_points(seen)[entry]
     for record in RECORDS:
         seen.clear()
-        if form == "record":
-            run(options=record)
-        else:
-            run(**record._asdict())
+        with jax.set_mesh(ONE_DEVICE_TIME):
+            if form == "record":
+                run(options=record)
+            else:
+                run(**record._asdict())
         assert seen, f"{entry} never reached jaxrnn.scan's dispatcher"
         assert all(s == record for s in seen), (entry, record, seen)
 

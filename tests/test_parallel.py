@@ -11,6 +11,7 @@ import jaxrnn
 from jaxrnn import _parallel
 from jaxrnn._checks import METHODS
 from jaxrnn._sequential import sequential_scan
+from jaxrnn._time_axis import TimeAxis
 from tests.helpers import random_carry, vjp_all
 
 T, B, I = 8, 3, 2
@@ -219,8 +220,10 @@ def test_a_damped_step_solves_its_least_squares_problem(algebra):
     want = np.linalg.lstsq(np.concatenate(rows), np.concatenate(rhs), rcond=None)[0]
     alg = _parallel._DENSE if algebra == "dense" else _parallel._DIAGONAL
     jac_arg = jac if algebra == "dense" else np.diagonal(jac, axis1=-2, axis2=-1)
-    elk_step = jax.jit(_parallel._elk_step, static_argnums=(0, 4))
-    got = elk_step(alg, *map(jnp.asarray, (jac_arg, u, guess)), damping, jnp.asarray(valid))
+    elk_step = jax.jit(_parallel._elk_step, static_argnums=(0, 1, 5))
+    got = elk_step(
+        alg, TimeAxis(), *map(jnp.asarray, (jac_arg, u, guess)), damping, jnp.asarray(valid)
+    )
     np.testing.assert_allclose(got[:, 0].reshape(-1), want, atol=1e-12)
 
 
