@@ -9,10 +9,13 @@ or SIGTERM checkpoints and exits 130 or 143 with the command that resumes it.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import math
+import os
 import shlex
+import socket
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -34,7 +37,13 @@ NOT_CONFIG = (
     "checkpoint_every",
     "checkpoint_through_time",  # memory, not results: gradients are equal to rounding
     "quiet",
+    # How the processes of a multi-process run meet: the same run may resume on another port.
     "distributed",
+    "coordinator",
+    "num_processes",
+    "process_id",
+    "distributed_timeout",
+    "launch_missing",  # which of the three resolve_launch left to JAX's cluster detection
 )
 
 
@@ -64,6 +73,23 @@ _positive_int = _parsed(int, lambda v: v > 0, "a positive integer")
 _positive_float = _parsed(float, lambda v: 0 < v < math.inf, "a positive number")
 _seed = _parsed(int, lambda v: 0 <= v < 2**63, "an integer in [0, 2**63)")
 _temperature = _parsed(float, lambda v: 0 <= v < math.inf, "a number >= 0")
+_process_id = _parsed(int, lambda v: v >= 0, "an integer >= 0")
+
+
+def _coordinator(text: str) -> str:
+    """``HOST:PORT`` (an IPv6 host in brackets, ``[::1]:1234``), the port in [1, 65535]."""
+    host, colon, port = text.rpartition(":")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if (
+        not colon
+        or not bare
+        or (":" in bare and bare == host)  # an IPv6 address needs its brackets
+        or not (port.isascii() and port.isdigit() and 0 < int(port) < 2**16)
+    ):
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT, a port in [1, 65535] and an IPv6 host in [], got {text!r}"
+        )
+    return text
 
 
 def _path(text: str) -> Path:
@@ -250,13 +276,51 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="data-parallel over this many devices (batch sharded, params replicated)",
     )
-    train.add_argument(
+    train.add_argument("--quiet", action="store_true", help="no progress lines")
+    launch = train.add_argument_group(
+        "multi-process runs",
+        "Start the same command once per process (one per host, or several on one host), with "
+        "--devices the total device count; process 0 prints and writes OUT, which every "
+        "process must be able to read for --resume. These flags only say how the processes "
+        "meet: they are not part of the run's configuration, so a run may resume on another "
+        "port. See the README.",
+    )
+    launch.add_argument(
         "--distributed",
         action="store_true",
-        help="call jax.distributed.initialize() first: one process per host, all hosts' "
-        "devices in one mesh (see the README)",
+        help="join a multi-process run (jax.distributed.initialize) before training; implied "
+        "by --coordinator, --num-processes and --process-id. Those not given are read from "
+        "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID; JAX's cluster "
+        "detection (Slurm, Open MPI, Kubernetes, Cloud TPU) fills in any still missing",
     )
-    train.add_argument("--quiet", action="store_true", help="no progress lines")
+    launch.add_argument(
+        "--coordinator",
+        type=_coordinator,
+        default=None,
+        metavar="HOST:PORT",
+        help="where process 0 serves the coordinator; every process gives the same address",
+    )
+    launch.add_argument(
+        "--num-processes",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="how many processes take part",
+    )
+    launch.add_argument(
+        "--process-id",
+        type=_process_id,
+        default=None,
+        metavar="I",
+        help="this process's rank in [0, N); process 0 serves the coordinator and writes OUT",
+    )
+    launch.add_argument(
+        "--distributed-timeout",
+        type=_positive_int,
+        default=300,
+        metavar="SECONDS",
+        help="give up (exit 2) when not every process has joined by then (default %(default)s)",
+    )
 
     grads = commands.add_parser(
         "gradients",
@@ -385,6 +449,87 @@ def _check_train_flags(args: argparse.Namespace) -> None:
         )
 
 
+# How a multi-process run meets: args attribute -> (flag, variable read without it, parser).
+LAUNCH_VARIABLES = {
+    "coordinator": ("--coordinator", "JAX_COORDINATOR_ADDRESS", _coordinator),
+    "num_processes": ("--num-processes", "JAX_NUM_PROCESSES", _positive_int),
+    "process_id": ("--process-id", "JAX_PROCESS_ID", _process_id),
+}
+
+
+def resolve_launch(args: argparse.Namespace) -> None:
+    """Fill in how a multi-process ``train`` meets; refuse values that cannot work, with one line.
+
+    Any of ``--coordinator``, ``--num-processes``, ``--process-id`` implies
+    ``--distributed``; with it, each not given is read from its JAX_ variable
+    (a flag wins over its variable). Process 0 checks here, before JAX is
+    imported, that it can bind the coordinator's port: JAX's own bind failure
+    crashes the process with no message.
+    """
+    parser = args.parser
+    if not args.distributed and all(getattr(args, k) is None for k in LAUNCH_VARIABLES):
+        return
+    args.distributed = True
+    source = {key: flag for key, (flag, _, _) in LAUNCH_VARIABLES.items()}
+    for key, (_, variable, convert) in LAUNCH_VARIABLES.items():
+        text = os.environ.get(variable, "")
+        if getattr(args, key) is None and text:
+            try:
+                setattr(args, key, convert(text))
+            except argparse.ArgumentTypeError as e:
+                parser.error(f"{variable}: {e}")
+            source[key] = variable
+    # Left to JAX's cluster detection, named as such if it finds no cluster either.
+    args.launch_missing = [
+        f"{flag} (or {variable})"
+        for key, (flag, variable, _) in LAUNCH_VARIABLES.items()
+        if getattr(args, key) is None
+    ]
+    count, rank = args.num_processes, args.process_id
+    if count is not None and rank is not None and rank >= count:
+        parser.error(
+            f"{source['process_id']}: expected a process id in [0, {count}) for "
+            f"{source['num_processes']} {count}, got {rank}"
+        )
+    if rank == 0 and args.coordinator is not None:
+        _check_port_free(parser, args.coordinator, source["coordinator"])
+
+
+def _check_port_free(parser: argparse.ArgumentParser, coordinator: str, source: str) -> None:
+    """Exit with one line if process 0 cannot bind the coordinator's port.
+
+    JAX binds ``JAX_COORDINATOR_BIND_ADDRESS``, by default ``[::]:PORT``
+    (every interface, IPv4 too); a port held by another socket makes its
+    server fail to start and the process crash (SIGSEGV in jax 0.10), so the
+    same bind is tried here first. Like gRPC, the probe sets ``SO_REUSEADDR``:
+    a port left in TIME_WAIT by a previous run counts as free.
+    """
+    port = coordinator.rpartition(":")[2]
+    bind = os.environ.get("JAX_COORDINATOR_BIND_ADDRESS") or f"[::]:{port}"
+    host, _, bind_port = bind.rpartition(":")
+    host = host.strip("[]")
+    addresses = [(host, socket.AF_INET6 if ":" in host else socket.AF_INET)]
+    if host == "::":  # no IPv6 here: gRPC falls back to the IPv4 wildcard
+        addresses.append(("0.0.0.0", socket.AF_INET))
+    for address, family in addresses:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                probe.bind((address, int(bind_port)))
+                return
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                parser.error(
+                    f"{source}: expected a port free on this host for process 0 to serve the "
+                    f"coordinator on, got {coordinator}, whose port {bind_port} is in use "
+                    f"(binding {bind} failed); free it or give every process another port"
+                )
+        except ValueError:  # a JAX_COORDINATOR_BIND_ADDRESS without a numeric port: JAX says
+            return
+
+
 def _open_run(args: argparse.Namespace) -> runlog.RunDir:
     try:
         return runlog.RunDir(args.out, resume=args.resume, overwrite=args.overwrite)
@@ -432,6 +577,7 @@ def _message(error: BaseException) -> str:
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.command == "train":
         _check_train_flags(args)
+        resolve_launch(args)
         resolve_train(args)
         config = train_config(args)
         args.out = args.out or default_out(config)

@@ -7,16 +7,22 @@ these; ``demo`` and ``gradients`` live in :mod:`jaxrnn._demo`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
+import os
 import statistics
+import sys
+import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import jaxrnn
@@ -62,8 +68,6 @@ class Setup:
 
 def load_data(path: Path) -> tasks.Task:
     """The task :func:`jaxrnn.tasks.from_arrays` makes of ``--data``'s arrays."""
-    import numpy as np
-
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
@@ -178,21 +182,33 @@ def showcase(args: argparse.Namespace) -> int:
 def train(args: argparse.Namespace, config: dict[str, Any], run: runlog.RunDir | None) -> int:
     """``jaxrnn train``: one model on one task, in a run directory never overwritten.
 
-    ``run`` is ``args.out`` already opened (locked and checked) by the command line;
-    None in a multi-process run, where process 0 opens it after joining.
+    ``run`` is ``args.out`` already opened (locked and checked) by the command
+    line; None with ``--distributed``: the processes join first, then process 0
+    opens it and every process learns whether it could.
     """
     if args.distributed:
-        _start_distributed()
-    if args.devices is not None and args.devices > len(jax.devices()):
-        raise ValueError(f"--devices: expected at most {len(jax.devices())}, got {args.devices}")
+        _start_distributed(args)
+        if jax.process_index() != 0:
+            warnings.simplefilter("ignore")  # process 0 says what every process would say
+    _check_devices(args.devices)
+    if not args.distributed:
+        return _train(args, config, run)
+    with _open_run_on_process_0(args) as opened:
+        return _train(args, config, opened)
+
+
+def _train(args: argparse.Namespace, config: dict[str, Any], run: runlog.RunDir | None) -> int:
+    """``train`` once the processes have joined: ``run`` is None on all but process 0."""
+    lead = jax.process_index() == 0
     setup = Setup(config, args.checkpoint_through_time)
     extra = _carry_grad_metric(setup.cell, setup.task) if args.carry_grads else None
     task = setup.task
-    print(
-        f"training {args.cell} (H={args.hidden}, {args.layers} layer(s)) on {task.name} "
-        f"(T={task.seq_len}, baseline loss {task.baseline:.4g}) for {args.steps} steps -> "
-        f"{args.out}"
-    )
+    if lead:
+        print(
+            f"training {args.cell} (H={args.hidden}, {args.layers} layer(s)) on {task.name} "
+            f"(T={task.seq_len}, baseline loss {task.baseline:.4g}) for {args.steps} steps -> "
+            f"{args.out}"
+        )
     result = training.fit(
         setup.model,
         task,
@@ -209,9 +225,9 @@ def train(args: argparse.Namespace, config: dict[str, Any], run: runlog.RunDir |
         config=config,
         extra_metrics=extra,
         devices=args.devices,
-        progress=not args.quiet,
+        progress=lead and not args.quiet,
     )
-    if jax.process_index() != 0:
+    if not lead:
         return 0
     if args.carry_grads:
         _heatmap(result.history, args.out)
@@ -226,17 +242,133 @@ def train(args: argparse.Namespace, config: dict[str, Any], run: runlog.RunDir |
     return 0
 
 
-def _start_distributed() -> None:
-    """``jax.distributed.initialize()``, its failure as one ValueError line."""
+# JAX's own joining deadline comes this much after --distributed-timeout's, so that the
+# one-line error of _start_distributed is what a late join ends with: at JAX's deadline the
+# process is ended from C++ (SIGABRT and a stack trace), with no Python exception to catch.
+_JOIN_MARGIN_SECONDS = 30
+
+
+def _start_distributed(args: argparse.Namespace) -> None:
+    """Join the multi-process run ``args`` describes, or exit 2 with one line.
+
+    ``args.coordinator``, ``args.num_processes`` and ``args.process_id`` (each
+    None where neither its flag nor its JAX_ variable was given) go to
+    :func:`jax.distributed.initialize`, whose cluster detection (Slurm, Open
+    MPI, Kubernetes, Cloud TPU) fills in those left None; that call returns
+    once every process has connected. The CPU backend's cross-process
+    collectives are turned on (gloo, the default of recent JAX versions)
+    unless ``jax_cpu_collectives_implementation`` names one already: without
+    them a CPU run of several processes cannot compute. The setting concerns
+    only the CPU client, so GPU and TPU runs train as before.
+
+    Raises:
+      ValueError: JAX refused the settings, or found no cluster for the
+        missing ones. A process still waiting after ``args.distributed_timeout``
+        seconds prints one line and exits 2 from a timer thread, since JAX's
+        own deadline ends the process from C++.
+    """
+    collectives = "jax_cpu_collectives_implementation"
+    if getattr(jax.config, collectives) is None:  # "mpi", or gloo already: as chosen
+        jax.config.update(collectives, "gloo")
+    timeout = args.distributed_timeout
+    deadline = threading.Timer(timeout, _join_timed_out, (args,))
+    deadline.daemon = True
+    deadline.start()
     try:
-        jax.distributed.initialize()
-    except (ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        jax.distributed.initialize(
+            args.coordinator,
+            args.num_processes,
+            args.process_id,
+            initialization_timeout=timeout + _JOIN_MARGIN_SECONDS,
+        )
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise ValueError(_join_error(args, e)) from None
+    finally:
+        deadline.cancel()
+
+
+# The longest refusal of the run directory process 0 passes on to the others, in UTF-8 bytes.
+_MESSAGE_BYTES = 2048
+
+
+@contextlib.contextmanager
+def _open_run_on_process_0(args: argparse.Namespace) -> Iterator[runlog.RunDir | None]:
+    """Process 0 opens ``args.out``; every process raises its refusal, or goes on.
+
+    A refused directory (a run there without ``--resume``, another run
+    writing to it) would otherwise stop process 0 alone while the others wait
+    for it in the first training step. Process 0's verdict, the refusal's text
+    or nothing, is broadcast to every process, which raises the same
+    :class:`~jaxrnn.runlog.RunDirError`. Yields the opened directory on
+    process 0 (closed on exit), None on the others.
+    """
+    from jax.experimental import multihost_utils
+
+    run, refusal = None, b""
+    if jax.process_index() == 0:
+        try:
+            run = runlog.RunDir(args.out, resume=args.resume, overwrite=args.overwrite)
+        except runlog.RunDirError as e:
+            refusal = str(e).encode()[:_MESSAGE_BYTES]
+    sent = np.zeros(_MESSAGE_BYTES, np.uint8)
+    sent[: len(refusal)] = np.frombuffer(refusal, np.uint8)
+    received = np.asarray(multihost_utils.broadcast_one_to_all(sent))
+    text = received.tobytes().rstrip(b"\0").decode(errors="replace")
+    if text:
+        raise runlog.RunDirError(text)
+    with run or contextlib.nullcontext():
+        yield run
+
+
+def _join_error(args: argparse.Namespace, error: Exception) -> str:
+    """What went wrong calling ``jax.distributed.initialize``, in the command line's words."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    missing = args.launch_missing  # flags given neither as such nor by their variable
+    if missing and isinstance(error, ValueError) and "defined" in first:
+        listed = ", ".join(missing[:-1]) + (" and " if len(missing) > 1 else "") + missing[-1]
+        return (
+            f"--distributed: could not join a multi-process run: missing {listed}; expected "
+            "them given, or a cluster JAX detects (Slurm, Open MPI, Kubernetes, Cloud TPU)"
+        )
+    return f"--distributed: could not join a multi-process run: {first}"
+
+
+def _join_timed_out(args: argparse.Namespace) -> None:
+    """Say that not every process joined in time, and end this process with status 2."""
+    where = "the coordinator" if args.coordinator is None else f"the coordinator {args.coordinator}"
+    count = "every process" if args.num_processes is None else f"all {args.num_processes} processes"
+    print(
+        f"jaxrnn train: error: --distributed-timeout: expected {count} to join {where} within "
+        f"{args.distributed_timeout} s, got fewer; start the same command for every "
+        "--process-id, or allow more time",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(2)  # the main thread waits inside JAX, where no exception reaches it
+
+
+def _check_devices(devices: int | None) -> None:
+    """Refuse a ``--devices`` beyond the devices there are, or leaving out a process.
+
+    The mesh of ``--devices`` is the first ``devices`` of :func:`jax.devices`
+    (every process's). In a multi-process run each process computes the
+    training step on its devices of that mesh: a process with none there would
+    have no part in it, and without ``--devices`` every process would train
+    alone.
+    """
+    if devices is not None and devices > len(jax.devices()):
+        raise ValueError(f"--devices: expected at most {len(jax.devices())}, got {devices}")
+    count = jax.process_count()
+    if count == 1:
+        return
+    every = jax.devices()
+    firsts = [next(i for i, d in enumerate(every) if d.process_index == p) for p in range(count)]
+    needed = max(firsts) + 1
+    if devices is None or devices < needed:
         raise ValueError(
-            f"--distributed: could not join a multi-process run ({first}); set "
-            "JAX_COORDINATOR_ADDRESS and run under a cluster JAX detects (Slurm, Open MPI, "
-            "Kubernetes, Cloud TPU), or drop --distributed"
-        ) from None
+            f"--devices: expected at least {needed} in a run of {count} processes (a device "
+            f"of each; all {len(every)} is usual), got {'none' if devices is None else devices}"
+        )
 
 
 def _heatmap(history: list[dict[str, Any]], out: Path) -> Path | None:
