@@ -6,6 +6,8 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,26 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": versions,
     }
+
+
+def time_calls(
+    fn: Callable[[], Any], repeats: int, budget_s: float
+) -> tuple[list[float], float, Any]:
+    """First-call seconds, then run times until ``repeats`` runs or ``budget_s`` (≥ 2 runs).
+
+    Every call is waited for with ``jax.block_until_ready``; returns the run
+    times, the first call's seconds (compilation included) and its result.
+    """
+    import jax
+
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < repeats and (len(times) < 2 or spent < budget_s):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+        spent += times[-1]
+    return times, first, out

@@ -37,6 +37,7 @@ writes ``parallel_time_quick.*``; ``--out DIR`` writes elsewhere).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -46,7 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _machine import git_state, machine_info
+from _machine import git_state, machine_info, time_calls
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -66,23 +67,6 @@ DEER_PAPER = {
     "B": 16,
     "speedup": {1000: 18.0, 100000: 1122.0},
 }
-
-
-def _time(fn: Callable[[], Any], repeats: int, budget_s: float) -> tuple[list[float], float, Any]:
-    """First-call seconds, then run times until ``repeats`` runs or ``budget_s`` (≥ 2 runs)."""
-    import jax
-
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    first = time.perf_counter() - start
-    times: list[float] = []
-    spent = 0.0
-    while len(times) < repeats and (len(times) < 2 or spent < budget_s):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-        spent += times[-1]
-    return times, first, out
 
 
 def measure(
@@ -134,7 +118,8 @@ def measure(
                 print(f"{key} T={seq_len}: {skip[key]}", flush=True)
                 continue
             fn = make(method)
-            times, first, out = _time(lambda fn=fn: fn(params, xs), args.repeats, args.budget_s)
+            call = functools.partial(fn, params, xs)
+            times, first, out = time_calls(call, args.repeats, args.budget_s)
             row.update(
                 median_ms=1e3 * statistics.median(times),
                 min_ms=1e3 * min(times),
