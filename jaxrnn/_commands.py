@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import hashlib
+import json
 import math
 import os
 import statistics
@@ -193,8 +195,31 @@ def train(args: argparse.Namespace, config: dict[str, Any], run: runlog.RunDir |
     _check_devices(args.devices)
     if not args.distributed:
         return _train(args, config, run)
+    _same_run_everywhere(config)
     with _open_run_on_process_0(args) as opened:
         return _train(args, config, opened)
+
+
+def _same_run_everywhere(config: dict[str, Any]) -> None:
+    """Raise on every process unless all were started with process 0's run flags.
+
+    Each process contributes the SHA-256 of its run configuration (the flags
+    that make the run, launch flags aside); all compare all, so that every
+    process stops with the same one-line error instead of some waiting for
+    the others inside a step whose shapes differ.
+    """
+    from jax.experimental import multihost_utils
+
+    text = json.dumps(config, sort_keys=True).encode()
+    digest = np.frombuffer(hashlib.sha256(text).digest(), np.uint8)
+    every = np.asarray(multihost_utils.process_allgather(digest))
+    others = [i for i in range(len(every)) if not np.array_equal(every[i], every[0])]
+    if others:
+        names = ", ".join(map(str, others))
+        raise ValueError(
+            f"--distributed: expected every process started with process 0's flags (only "
+            f"--process-id differing), got other run flags on process(es) {names}"
+        )
 
 
 def _train(args: argparse.Namespace, config: dict[str, Any], run: runlog.RunDir | None) -> int:

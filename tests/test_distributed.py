@@ -194,6 +194,23 @@ def test_a_refused_run_directory_stops_every_process(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [".lock", "metrics.jsonl"]
 
 
+def test_processes_started_with_other_flags_all_stop(tmp_path):
+    """A run whose processes disagree (here --hidden) stops on every process with one line."""
+    port = _free_port()
+    out = tmp_path / "run"
+    launch = ["--out", str(out), "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+              "--distributed-timeout", JOIN_SECONDS]  # fmt: skip
+    commands = [
+        _train(*TINY, "--steps", "6", "--hidden", hidden, *launch, "--process-id", str(rank))
+        for rank, hidden in ((0, "8"), (1, "9"))
+    ]
+    ran = _launch(commands, tmp_path / "logs", _env(2))
+    for r in ran:
+        assert r.code == 2, ran
+        assert r.err.count("\n") == 1 and "other run flags on process(es) 1" in r.err, r
+    assert not out.exists()
+
+
 @pytest.fixture
 def held_port():
     """A loopback port another socket is bound to and listening on for the test."""
