@@ -205,6 +205,7 @@ class ScanArgs(NamedTuple):
     options: ScanOptions
     time: TimeAxis
     num_steps: int
+    resets: Array | None = None
 
 
 def check_scan_args(
@@ -218,8 +219,9 @@ def check_scan_args(
     num_feature_axes: int,
     options: ScanOptions | None,
     overrides: Mapping[str, object],
+    resets: Any = None,
 ) -> ScanArgs:
-    """Check the arguments every scan driver shares, and lay ``xs`` out time-major."""
+    """Check the arguments every scan driver shares; ``xs`` and ``resets`` laid out time-major."""
     options = scan_options(options, dict(overrides))
     xs, batch_shape = to_time_major(xs, time_major, num_feature_axes)
     time = sequence_time(options.sequence_axis, xs.shape[0])
@@ -229,8 +231,9 @@ def check_scan_args(
     lengths = check_lengths(lengths, batch_shape, num_steps)
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse: expected a bool, got {reverse!r}")
+    resets = check_resets(resets, xs.shape[0], batch_shape, time_major)
     options = whole_sequence(options, num_steps)
-    return ScanArgs(xs, batch_shape, carry, lengths, options, time, num_steps)
+    return ScanArgs(xs, batch_shape, carry, lengths, options, time, num_steps, resets)
 
 
 def sequence_time(axis: str | None, num_steps: int) -> TimeAxis:
@@ -382,6 +385,33 @@ def check_lengths(lengths: Any, batch_shape: Shape, num_steps: int) -> Array | N
             f"got values in [{values.min()}, {values.max()}]"
         )
     return jnp.asarray(lengths)
+
+
+def check_resets(resets: Any, num_steps: int, batch_shape: Shape, time_major: bool) -> Array | None:
+    """Return ``resets`` as a time-major boolean array ``[T, *batch]``, or raise naming it.
+
+    ``resets`` is laid out like ``xs`` without its feature axes: ``[T, *batch]``,
+    or ``[*batch, T]`` with ``time_major=False`` (``T`` is this device's
+    number of steps when the time axis is split across devices).
+    """
+    if resets is None:
+        return None
+    if not hasattr(resets, "dtype"):
+        resets = np.asarray(resets)
+    if resets.dtype != jnp.bool_:
+        raise TypeError(
+            f"resets: expected a bool array (True where a step starts a new segment), got "
+            f"dtype {resets.dtype}"
+        )
+    want = (num_steps, *batch_shape) if time_major else (*batch_shape, num_steps)
+    if tuple(resets.shape) != want:
+        layout = "[T, *batch]" if time_major else "[*batch, T]"
+        raise ValueError(
+            f"resets: expected shape {layout} = {want} (xs without its feature axes), got "
+            f"shape {tuple(resets.shape)}"
+        )
+    resets = jnp.asarray(resets)
+    return resets if time_major else jnp.moveaxis(resets, len(batch_shape), 0)
 
 
 def check_params(cell: Cell, params: Params, name: str = "params") -> None:

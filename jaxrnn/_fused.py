@@ -73,15 +73,17 @@ def fused_scan(
     reverse: bool,
     unroll: int | bool,
     checkpoint: int | None = None,
+    fresh: Array | None = None,
 ) -> tuple[Carry, Array]:
     """:func:`jaxrnn.scan` through the fused custom VJP (checked, time-major, padding zeroed).
 
     The caller has checked :func:`rules_for`. With ``checkpoint=k`` the steps
     run in chunks of k under :func:`jax.checkpoint`: only each chunk's first
     carry is kept, and the backward pass recomputes the chunk's fused forward
-    before its fused backward.
+    before its fused backward. ``fresh`` (:func:`jaxrnn._sequential.fresh_steps`):
+    the steps that start from ``carry``, the initial carry.
     """
-    run = chunk_runner(cell, params, lengths, reverse, unroll)
+    run = chunk_runner(cell, params, lengths, reverse, unroll, init=carry, fresh=fresh)
     inputs = (jnp.arange(xs.shape[0], dtype=jnp.int32), xs)
     if checkpoint is None:
         return run(carry, inputs)
@@ -89,19 +91,32 @@ def fused_scan(
 
 
 def chunk_runner(
-    cell: Cell, params: Params, lengths: Array | None, reverse: bool, unroll: int | bool
+    cell: Cell,
+    params: Params,
+    lengths: Array | None,
+    reverse: bool,
+    unroll: int | bool,
+    *,
+    init: Carry = None,
+    fresh: Array | None = None,
 ) -> Callable[[Carry, tuple[Array, Array]], tuple[Carry, Array]]:
     """``run(carry, (t, xs)) -> (carry, ys)`` over some steps, through one fused custom VJP.
 
     ``t`` holds the steps' indices in the whole sequence (they decide the
-    mask), ``xs`` their time-major inputs ``[k, *batch, I]``; the caller has
-    checked :func:`rules_for` and zeroed the padding.
+    mask and the resets), ``xs`` their time-major inputs ``[k, *batch, I]``;
+    the caller has checked :func:`rules_for` and zeroed the padding.
+    ``fresh`` ``[T, *batch]``: the steps of the whole sequence whose carry
+    before them is ``init`` (the custom VJP sends their carry cotangent to
+    ``init`` and none to the step before).
     """
     spec = described_spec(cell)
     assert spec is not None
     rules = _rules(spec)
     core_params = params if rules.core is None else rules.core(params)
     flat_lengths = None if lengths is None else lengths.reshape(-1)
+    init_rows = None
+    if fresh is not None:
+        init_rows = jax.tree.map(lambda a: a.reshape(-1, a.shape[-1]), init)
 
     def run(carry: Carry, inputs: tuple[Array, Array]) -> tuple[Carry, Array]:
         t, xs = inputs
@@ -111,7 +126,10 @@ def chunk_runner(
         valid = None
         if flat_lengths is not None:
             valid = t.astype(flat_lengths.dtype)[:, None] < flat_lengths[None, :]
-        final, ys = _core(spec, reverse, unroll, core_params, rows, carry_rows, valid)
+        fresh_rows = None if fresh is None else fresh[t].reshape(num_steps, -1)
+        final, ys = _core(
+            spec, reverse, unroll, core_params, rows, carry_rows, valid, init_rows, fresh_rows
+        )
         if rules.readout is not None:
             ys = rules.readout(params, ys)
             if valid is not None:
@@ -133,63 +151,101 @@ def _rules(spec: Spec) -> FusedRules:
 
 
 def _forward(
-    spec: Spec, reverse: bool, unroll: Any, params: Any, xs: Array, carry: Any, valid: Any
+    spec: Spec,
+    reverse: bool,
+    unroll: Any,
+    params: Any,
+    xs: Array,
+    carry: Any,
+    valid: Any,
+    init: Any,
+    fresh: Any,
 ) -> Any:
     rules = _rules(spec)
     prep = rules.prepare(params)
 
     def body(carry: Any, inputs: Any) -> Any:
-        xp, v = inputs
+        xp, v, f = inputs
+        if f is not None:  # a segment's first step starts from the initial carry
+            carry = where_valid(f, init, carry)
         new, y, saved = rules.forward(prep, carry, xp)
         return _where(v, new, carry), (_where(v, y, jnp.zeros_like(y)), saved)
 
     final, (ys, saved) = jax.lax.scan(
-        body, carry, (rules.project(params, xs), valid), reverse=reverse, unroll=unroll
+        body, carry, (rules.project(params, xs), valid, fresh), reverse=reverse, unroll=unroll
     )
     return final, ys, saved
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _core(
-    spec: Spec, reverse: bool, unroll: Any, params: Any, xs: Array, carry: Any, valid: Any
+    spec: Spec,
+    reverse: bool,
+    unroll: Any,
+    params: Any,
+    xs: Array,
+    carry: Any,
+    valid: Any,
+    init: Any,
+    fresh: Any,
 ) -> Any:
-    final, ys, _ = _forward(spec, reverse, unroll, params, xs, carry, valid)
+    final, ys, _ = _forward(spec, reverse, unroll, params, xs, carry, valid, init, fresh)
     return final, ys
 
 
 def _core_fwd(
-    spec: Spec, reverse: bool, unroll: Any, params: Any, xs: Array, carry: Any, valid: Any
+    spec: Spec,
+    reverse: bool,
+    unroll: Any,
+    params: Any,
+    xs: Array,
+    carry: Any,
+    valid: Any,
+    init: Any,
+    fresh: Any,
 ) -> Any:
-    final, ys, saved = _forward(spec, reverse, unroll, params, xs, carry, valid)
-    return (final, ys), (params, xs, valid, saved)
+    final, ys, saved = _forward(spec, reverse, unroll, params, xs, carry, valid, init, fresh)
+    return (final, ys), (params, xs, valid, fresh, saved)
 
 
 def _core_bwd(spec: Spec, reverse: bool, unroll: Any, residuals: Any, cotangents: Any) -> Any:
-    params, xs, valid, saved = residuals
+    params, xs, valid, fresh, saved = residuals
     dfinal, dys = cotangents
     rules = _rules(spec)
     prep = rules.prepare(params)
 
-    def body(dcarry: Any, inputs: Any) -> Any:
-        saved_t, dy, v = inputs
-        dcarry_in, dxp, drec = rules.backward(prep, saved_t, dcarry, dy)
-        masked = _where(v, (dxp, drec), jax.tree.map(jnp.zeros_like, (dxp, drec)))
-        return _where(v, dcarry_in, dcarry), masked
+    def body(state: Any, inputs: Any) -> Any:
+        dcarry, dinit = state
+        saved_t, dy, v, f = inputs
+        dcarry_in, dxp, drec, *others = rules.backward(prep, saved_t, dcarry, dy)
+        grads = (dxp, drec, others[0] if others else {})
+        masked = _where(v, grads, jax.tree.map(jnp.zeros_like, grads))
+        dcarry_in = _where(v, dcarry_in, dcarry)
+        if f is not None:
+            # A fresh step read the initial carry: its carry cotangent goes there, none before.
+            zeros = jax.tree.map(jnp.zeros_like, dcarry_in)
+            dinit = jax.tree.map(jnp.add, dinit, where_valid(f, dcarry_in, zeros))
+            dcarry_in = where_valid(f, zeros, dcarry_in)
+        return (dcarry_in, dinit), masked
 
-    dcarry0, (dxp, drec) = jax.lax.scan(body, dfinal, (saved, dys, valid), reverse=not reverse)
+    dinit0 = None if fresh is None else jax.tree.map(jnp.zeros_like, dfinal)
+    (dcarry0, dinit), (dxp, drec, dothers) = jax.lax.scan(
+        body, (dfinal, dinit0), (saved, dys, valid, fresh), reverse=not reverse
+    )
     if drec is None:
         drec = dxp
     h_in = saved[0]
     # Every weight gradient is one matmul over all T·N rows.
     db_ih, db_hh = dxp.sum(axis=(0, 1)), drec.sum(axis=(0, 1))
+    biases = {"b_ih": db_ih, "b_hh": db_hh}
     dparams = params._replace(
         w_ih=jnp.einsum("tng,tni->gi", dxp, xs),
         w_hh=jnp.einsum("tng,tnh->gh", drec, h_in),
-        b_ih=None if params.b_ih is None else db_ih,
-        b_hh=None if params.b_hh is None else db_hh,
+        **{k: d for k, d in biases.items() if getattr(params, k, None) is not None},
+        **{k: d.sum(axis=(0, 1)) for k, d in dothers.items()},
     )
     dxs = jnp.einsum("tng,gi->tni", dxp, params.w_ih)
-    return dparams, dxs, dcarry0, None
+    return dparams, dxs, dcarry0, None, dinit, None
 
 
 _core.defvjp(_core_fwd, _core_bwd)

@@ -29,12 +29,13 @@ from jaxrnn._checks import (
     ScanOptions,
     check_carry,
     check_lengths,
+    check_resets,
     default_dtype,
     from_time_major,
     sequence_time,
     to_time_major,
 )
-from jaxrnn._sequential import valid_steps, zero_padding
+from jaxrnn._sequential import fresh_steps, valid_steps, zero_padding
 from jaxrnn._time_axis import TimeAxis
 
 
@@ -87,6 +88,7 @@ def deer(
     throw: bool = True,
     num_feature_axes: int = 1,
     sequence_axis: str | None = None,
+    resets: Shaped[ArrayLike, "..."] | None = None,
 ) -> tuple[Carry, Float[Array, "..."], DEERInfo]:
     r"""Run any cell over a sequence by Newton's method on the whole trajectory (DEER).
 
@@ -124,9 +126,11 @@ def deer(
     method has both, and so has the sequential one with
     ``backward="autodiff"``).
 
-    ``lengths`` and ``reverse`` mean what they mean for :func:`jaxrnn.scan`:
-    a padded step is the identity on the carry (its Jacobian is I) with a zero
-    output, and ``reverse`` solves the recurrence on the time-reversed inputs.
+    ``lengths``, ``reverse`` and ``resets`` mean what they mean for
+    :func:`jaxrnn.scan`: a padded step is the identity on the carry (its
+    Jacobian is I) with a zero output, ``reverse`` solves the recurrence on
+    the time-reversed inputs, and a segment's first step reads the initial
+    carry (its Jacobian with respect to the state before is 0).
 
     Convergence is judged for each sequence of the batch on its own (the
     Newton systems of different sequences are independent): a sequence that
@@ -166,6 +170,9 @@ def deer(
         :func:`jaxrnn.scan` (sequence parallelism); ``info`` is the same on
         every device. The run is then traced even when called eagerly, so
         ``throw`` raises when the computation runs, as under ``jit``.
+      resets: bool array ``[T, *batch]`` (``[*batch, T]`` with
+        ``time_major=False``), True where a step starts a new segment, as
+        for :func:`jaxrnn.scan`.
 
     Returns:
       ``(final_carry, ys, info)``: what :func:`jaxrnn.scan` returns, and a
@@ -205,11 +212,14 @@ def deer(
     lengths = check_lengths(lengths, batch_shape, xs.shape[0] * time.shards())
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse: expected a bool, got {reverse!r}")
-    xs = zero_padding(xs, lengths, time.first_step(xs.shape[0]))
+    resets = check_resets(resets, xs.shape[0], batch_shape, time_major)
+    first_step = time.first_step(xs.shape[0])
+    xs = zero_padding(xs, lengths, first_step)
+    fresh = fresh_steps(resets, lengths, reverse, first_step, time)
     options = DEEROptions(tol, max_iters, damping, throw)
     run = functools.partial(_deer, cell, reverse=reverse, quasi=quasi, options=options)
     run = functools.partial(run, num_feature_axes=num_feature_axes, sequence_axis=sequence_axis)
-    final, ys, info = _on_time_chunks(run, sequence_axis, params, xs, carry, lengths, 3)
+    final, ys, info = _on_time_chunks(run, sequence_axis, params, xs, carry, lengths, 3, fresh)
     return final, from_time_major(ys, time_major, len(batch_shape)), info
 
 
@@ -223,13 +233,16 @@ def parallel_scan(
     options: ScanOptions,
     *,
     num_feature_axes: int = 1,
+    fresh: Array | None = None,
 ) -> tuple[Carry, Array]:
     """:func:`jaxrnn.scan` with a ``method`` other than ``"sequential"``.
 
     Inputs checked, time-major ``[T, *batch, *features]`` with
     ``num_feature_axes`` feature axes, padding zeroed; ``options`` checked
     (:func:`jaxrnn._checks.scan_options` refuses the options these methods
-    cannot honour).
+    cannot honour). ``fresh`` ``[T, *batch]``
+    (:func:`jaxrnn._sequential.fresh_steps`): the steps that start from
+    ``carry``, the initial carry, split along time like ``xs``.
     """
     axis = options.sequence_axis
     run: Callable[..., Any]
@@ -246,7 +259,7 @@ def parallel_scan(
             sequence_axis=axis,
         )
     outputs = 2 if options.method == "associative" else 3
-    return _on_time_chunks(run, axis, params, xs, carry, lengths, outputs)[:2]
+    return _on_time_chunks(run, axis, params, xs, carry, lengths, outputs, fresh)[:2]
 
 
 def _on_time_chunks(
@@ -257,30 +270,31 @@ def _on_time_chunks(
     carry: Carry,
     lengths: Array | None,
     num_outputs: int,
+    fresh: Array | None = None,
 ) -> Any:
-    """``run(params, xs, carry, lengths)``, each device on its chunk of the steps when split.
+    """``run(params, xs, carry, lengths, fresh)``, each device on its chunk of the steps when split.
 
     Inside a ``shard_map`` over ``axis`` (or without ``axis``), ``xs`` is
     already this device's chunk and ``run`` is called as it is. Outside, the
     call is wrapped in a ``shard_map`` over ``axis`` of the current mesh:
-    ``xs`` split along time, the rest replicated; what ``run`` returns is the
+    ``xs`` and ``fresh`` split along time, the rest replicated; what ``run`` returns is the
     final carry, the outputs, split along time like ``xs``, and (when
     ``num_outputs`` is 3) DEER's information; all but the outputs are the
     same on every device.
     """
     if axis is None or axis in jax.sharding.get_abstract_mesh().manual_axes:
-        return run(params, xs, carry, lengths)
+        return run(params, xs, carry, lengths, fresh)
     split, whole = jax.sharding.PartitionSpec(axis), jax.sharding.PartitionSpec()
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.axis_types[mesh.axis_names.index(axis)] == jax.sharding.AxisType.Explicit:
         # Explicit sharding is part of the arrays' types: move them onto the layout
         # shard_map expects (time split over ``axis``, nothing else on ``axis``).
         params, carry, lengths = _respec(axis, (params, carry, lengths), time=False)
-        xs = _respec(axis, xs, time=True)
-    in_specs = (whole, split, whole, whole)
+        xs, fresh = _respec(axis, (xs, fresh), time=True)
+    in_specs = (whole, split, whole, whole, split)
     out_specs = (whole, split) if num_outputs == 2 else (whole, split, whole)
     return jax.shard_map(run, in_specs=in_specs, out_specs=out_specs, axis_names={axis})(
-        params, xs, carry, lengths
+        params, xs, carry, lengths, fresh
     )
 
 
@@ -326,14 +340,17 @@ def associative_scan(
     xs: Array,
     carry: Carry,
     lengths: Array | None,
+    fresh: Array | None = None,
     *,
     reverse: bool,
     sequence_axis: str | None = None,
 ) -> tuple[Carry, Array]:
     """``jaxrnn.scan(method="associative")`` (checked inputs, time-major ``xs``).
 
-    With ``sequence_axis``, called inside a ``shard_map`` over it: ``xs`` is
-    this device's chunk of the steps.
+    With ``sequence_axis``, called inside a ``shard_map`` over it: ``xs`` and
+    ``fresh`` are this device's chunk of the steps. A fresh step (a segment's
+    first, :func:`jaxrnn._sequential.fresh_steps`) reads the initial state:
+    its coefficients become ``a_t = 0``, ``b_t = a_t h_0 + b_t``.
     """
     spec = described_spec(cell)
     if not isinstance(spec, LinearSpec):
@@ -353,7 +370,7 @@ def associative_scan(
         return _no_steps(cell, params, xs, carry)
     y_struct = jax.eval_shape(cell.step, params, carry, xs[0])[1]  # the step checks its inputs
     time = TimeAxis(sequence_axis, reverse)
-    return _associative_core(spec, time, y_struct.dtype, params, xs, carry, lengths)
+    return _associative_core(spec, time, y_struct.dtype, params, xs, carry, lengths, fresh)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -365,6 +382,7 @@ def _associative_core(
     xs: Array,
     carry: Carry,
     lengths: Array | None,
+    fresh: Array | None,
 ) -> tuple[Carry, Array]:
     """The associative scan, compiled as one computation (also when called eagerly)."""
     num_steps = xs.shape[0]
@@ -376,6 +394,9 @@ def _associative_core(
     if lengths is not None:
         valid = valid_steps(lengths, num_steps, time.first_step(num_steps))[..., None]
         a, b = jnp.where(valid, a, 1), jnp.where(valid, b, 0)
+    if fresh is not None:  # h_t = a_t h_0 + b_t: nothing of the state before reaches h_t
+        restart = fresh[..., None]
+        a, b = jnp.where(restart, 0, a), jnp.where(restart, a * h0[None] + b, b)
     if time.flipped:
         a, b = jnp.flip(a, 0), jnp.flip(b, 0)
     b = b.at[0].set(jnp.where(time.position() == 0, a[0] * h0 + b[0], b[0]))
@@ -589,8 +610,19 @@ def _frozen(done: Array, old: Array, new: Array) -> Array:
     return jnp.where(done[None, :, None], old, new)
 
 
+def _before(time: TimeAxis, s0: Array, states: Array, fresh: Array) -> Array:
+    """The state before every step: ``s0`` at the ``fresh`` steps ``[T, N]``, else the previous."""
+    return jnp.where(fresh[..., None], s0, time.previous(s0, states))
+
+
 def _newton(
-    problem: _Problem, limits: _Limits, params: Params, s0: Array, xs: Array, valid: Array
+    problem: _Problem,
+    limits: _Limits,
+    params: Params,
+    s0: Array,
+    xs: Array,
+    valid: Array,
+    fresh: Array,
 ) -> tuple[Array, Array]:
     """The trajectory ``[T, N, D]`` by (quasi-)Newton iterations, and each sequence's count ``[N]``.
 
@@ -602,17 +634,16 @@ def _newton(
     NaN iterates until ``max_iters`` without touching the others.
     """
     alg, time = problem.algebra, problem.time
-    first = time.position() == 0  # this chunk holds the first step
 
     def body(state: tuple[Array, Array, Array, Array]) -> tuple[Array, Array, Array, Array]:
         guess, count, done, iteration = state
-        s_prev = time.previous(s0, guess)
+        s_prev = _before(time, s0, guess, fresh)
         f, jvp = jax.linearize(lambda s: _all_steps(problem, params, s, xs, valid)[0], s_prev)
         jac = _jacobians(problem, jvp, s_prev)
-        # Step 0 starts from the known s0: its new state is f[0] exactly.
-        u = f - alg.mv(jac, s_prev)
-        u = u.at[0].set(jnp.where(first, f[0], u[0]))
-        jac = jac.at[0].set(jnp.where(first, jnp.zeros_like(jac[0]), jac[0]))
+        # A fresh step (the first, a segment's first) starts from the known s0: its new
+        # state is f exactly, and its Jacobian with respect to the state before is 0.
+        u = jnp.where(fresh[..., None], f, f - alg.mv(jac, s_prev))
+        jac = jnp.where(fresh.reshape(fresh.shape + (1,) * (jac.ndim - 2)), 0, jac)
         if problem.damping > 0:
             new = _elk_step(alg, time, jac, u, guess, problem.damping, valid)
         else:
@@ -633,28 +664,43 @@ def _newton(
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _solve(
-    problem: _Problem, limits: _Limits, params: Params, s0: Array, xs: Array, valid: Array
+    problem: _Problem,
+    limits: _Limits,
+    params: Params,
+    s0: Array,
+    xs: Array,
+    valid: Array,
+    fresh: Array,
 ) -> tuple[Array, Array, Array, Array, Array]:
     """The fixed point h_t = f(h_{t−1}, x_t), its outputs, and per sequence: count, residual, flag.
 
     The last three are ``[N]``: iterations, residual, and whether it converged.
+    At the ``fresh`` steps ``[T, N]`` (the first, and each segment's first),
+    h_{t−1} is ``s0``.
 
-    Differentiated implicitly at the fixed point (``limits``, ``valid``, the
-    count, the residual and the flags get no gradient).
+    Differentiated implicitly at the fixed point (``limits``, ``valid``,
+    ``fresh``, the count, the residual and the flags get no gradient).
     """
-    return _solve_fwd(problem, limits, params, s0, xs, valid)[0]
+    return _solve_fwd(problem, limits, params, s0, xs, valid, fresh)[0]
 
 
 def _solve_fwd(
-    problem: _Problem, limits: _Limits, params: Params, s0: Array, xs: Array, valid: Array
+    problem: _Problem,
+    limits: _Limits,
+    params: Params,
+    s0: Array,
+    xs: Array,
+    valid: Array,
+    fresh: Array,
 ) -> tuple[tuple[Array, Array, Array, Array, Array], Any]:
-    states, count = _newton(problem, limits, params, s0, xs, valid)
+    states, count = _newton(problem, limits, params, s0, xs, valid, fresh)
     time = problem.time
-    new_states, ys = _all_steps(problem, params, time.previous(s0, states), xs, valid)
+    new_states, ys = _all_steps(problem, params, _before(time, s0, states, fresh), xs, valid)
     # Judged on the trajectory returned, not on the last guess tested.
     error = new_states - states
     residual, converged = _max_abs(time, error), _passes(time, limits, error, states)
-    return (states, ys, count, residual, converged), (limits, params, s0, xs, valid, states)
+    residuals = (limits, params, s0, xs, valid, fresh, states)
+    return (states, ys, count, residual, converged), residuals
 
 
 def _solve_bwd(problem: _Problem, residuals: Any, cotangents: Any) -> Any:
@@ -663,19 +709,23 @@ def _solve_bwd(problem: _Problem, residuals: Any, cotangents: Any) -> Any:
     With g the states' cotangent and ȳ the outputs': one linearisation of every
     step at the fixed point gives every product needed.
     """
-    limits, params, s0, xs, valid, states = residuals
+    limits, params, s0, xs, valid, fresh, states = residuals
     g_states, g_ys = cotangents[:2]
     alg, time = problem.algebra, problem.time
-    s_prev = time.previous(s0, states)
+    s_prev = _before(time, s0, states, fresh)
     _, vjp = jax.vjp(lambda p, s, x: _all_steps(problem, p, s, x, valid), params, s_prev, xs)
     no_states, no_ys = jnp.zeros_like(states), jnp.zeros_like(g_ys)
 
+    def to_state_before(v: Array) -> Array:
+        """Each step's ``s_prev`` cotangent as the previous state's: none at the fresh steps."""
+        return jnp.where(fresh[..., None], 0, v)
+
     def transpose_product(lam: Array) -> Array:
-        """Every J_t^T λ_t, as rows of the adjoint system."""
-        return vjp((lam, no_ys))[1]
+        """Every J_t^T λ_t, as rows of the adjoint system (0 at the fresh steps)."""
+        return to_state_before(vjp((lam, no_ys))[1])
 
     # The outputs' cotangent reaches the state before each step.
-    g = g_states + time.next(vjp((no_states, g_ys))[1])
+    g = g_states + time.next(to_state_before(vjp((no_states, g_ys))[1]))
     # A VJP with e_i gives row i of J_t: the rows, stacked on the last axis, are J^T.
     jac_t = _jacobians(problem, transpose_product, s_prev)
     a = time.next(jac_t)  # λ_t depends on λ_{t+1} through J_{t+1}^T
@@ -709,10 +759,10 @@ def _solve_bwd(problem: _Problem, residuals: Any, cotangents: Any) -> Any:
                 ),
             )
     p_bar, s_prev_bar, x_bar = vjp((lam, g_ys))
-    # Only the first chunk's first step reads s0; params are read by every chunk.
-    s0_bar = jnp.where(time.position() == 0, s_prev_bar[0], jnp.zeros_like(s_prev_bar[0]))
+    # The fresh steps read s0 (on every chunk that has one); params are read by every chunk.
+    s0_bar = jnp.sum(jnp.where(fresh[..., None], s_prev_bar, 0), axis=0)
     p_bar, s0_bar = time.sum_cotangent((p_bar, s0_bar), (params, s0))
-    return None, p_bar, s0_bar, x_bar, None
+    return None, p_bar, s0_bar, x_bar, None, None
 
 
 _solve.defvjp(_solve_fwd, _solve_bwd)
@@ -859,6 +909,7 @@ def _deer(
     xs: Array,
     carry: Carry,
     lengths: Array | None,
+    fresh: Array | None,
     reverse: bool,
     quasi: bool,
     options: DEEROptions,
@@ -867,8 +918,10 @@ def _deer(
 ) -> tuple[Carry, Array, DEERInfo]:
     """:func:`deer` on checked inputs, time-major ``[T, *batch, *features]``.
 
-    With ``sequence_axis``, called inside a ``shard_map`` over it: ``xs`` is
-    this device's chunk of the steps.
+    With ``sequence_axis``, called inside a ``shard_map`` over it: ``xs`` and
+    ``fresh`` are this device's chunk of the steps. ``fresh``
+    (:func:`jaxrnn._sequential.fresh_steps`): the steps that start from the
+    initial carry.
     """
     time = TimeAxis(sequence_axis, reverse)
     num_steps, split = xs.shape[0], xs.ndim - num_feature_axes
@@ -895,8 +948,14 @@ def _deer(
         valid = jnp.ones((num_steps, rows), bool)
     else:
         valid = valid_steps(lengths.reshape(rows), num_steps, time.first_step(num_steps))
+    # The steps that read the initial state: each segment's first, and the sequence's first.
+    first = jnp.zeros((num_steps, rows), bool).at[0].set(time.position() == 0)
+    if time.flipped:
+        first = jnp.flip(first, 0)  # flipped back in _deer_rows: the first processed step
+    if fresh is not None:
+        first = first | fresh.reshape(num_steps, rows)
     final_rows, ys, count, residual, converged = _deer_rows(
-        problem, limits, params, carry_rows, x_rows, valid
+        problem, limits, params, carry_rows, x_rows, valid, first
     )
     final = jax.tree.map(lambda f, c: f.reshape(c.shape), final_rows, carry)
     ys = ys.reshape(num_steps, *batch_shape, *ys.shape[2:])
@@ -917,13 +976,16 @@ def _deer_rows(
     carry_rows: Carry,
     x_rows: Array,
     valid: Array,
+    fresh: Array,
 ) -> tuple[Carry, Array, Array, Array, Array]:
     """DEER on ``N`` rows, compiled as one computation (also when called eagerly)."""
     s0 = jax.vmap(lambda c: ravel_pytree(c)[0])(carry_rows)
     flipped = problem.time.flipped  # reverse: each chunk flipped, and the chunks' order
     if flipped:
-        x_rows, valid = jnp.flip(x_rows, 0), jnp.flip(valid, 0)
-    states, ys, count, residual, converged = _solve(problem, limits, params, s0, x_rows, valid)
+        x_rows, valid, fresh = jnp.flip(x_rows, 0), jnp.flip(valid, 0), jnp.flip(fresh, 0)
+    states, ys, count, residual, converged = _solve(
+        problem, limits, params, s0, x_rows, valid, fresh
+    )
     if flipped:
         ys = jnp.flip(ys, 0)
     final = jax.vmap(problem.unravel)(problem.time.last(states))

@@ -20,7 +20,7 @@ from jaxtyping import Shaped
 from jaxrnn import _fused, _parallel
 from jaxrnn._cell import Array, Carry, Cell, Params, Shape
 from jaxrnn._checks import ScanKwargs, ScanOptions, check_scan_args
-from jaxrnn._sequential import chunk_runner, scan_in_chunks, where_valid
+from jaxrnn._sequential import chunk_runner, fresh_steps, scan_in_chunks, where_valid
 
 
 def scan_reduce(
@@ -36,6 +36,7 @@ def scan_reduce(
     time_major: bool = True,
     num_feature_axes: int = 1,
     options: ScanOptions | None = None,
+    resets: Shaped[ArrayLike, "..."] | None = None,
     **kwargs: Unpack[ScanKwargs],
 ) -> tuple[Carry, Any]:
     """Run ``cell`` over ``xs`` like :func:`jaxrnn.scan` and sum ``fn`` of each step's output.
@@ -87,6 +88,10 @@ def scan_reduce(
       time_major: the layout of ``xs`` and ``targets``.
       num_feature_axes: how many trailing axes of ``xs`` are one step's input.
       options: a :class:`jaxrnn.ScanOptions`; keywords override its fields.
+      resets: bool array ``[T, *batch]`` (``[*batch, T]`` with
+        ``time_major=False``), True where a step starts a new segment from
+        the initial carry, as for :func:`jaxrnn.scan`; the totals still sum
+        every valid step of each sequence, across its segments.
       **kwargs: ``truncate``, ``checkpoint``, ``backward``, ``unroll``,
         ``method``, ``method_options`` as in :func:`jaxrnn.scan`.
 
@@ -131,7 +136,17 @@ def scan_reduce(
         without the batch shape as leading axes, or an error raised inside it).
     """
     args = check_scan_args(
-        cell, params, xs, carry, lengths, reverse, time_major, num_feature_axes, options, kwargs
+        cell,
+        params,
+        xs,
+        carry,
+        lengths,
+        reverse,
+        time_major,
+        num_feature_axes,
+        options,
+        kwargs,
+        resets,
     )
     xs, batch_shape, carry, lengths, options = args[:5]
     num_steps = xs.shape[0]
@@ -141,6 +156,7 @@ def scan_reduce(
     _check_fn(cell, params, carry, xs, fn, targets, batch_shape)
     reduce = _chunk_reducer(fn, lengths)
     steps = jnp.arange(num_steps, dtype=jnp.int32) + args.time.first_step(num_steps)
+    fresh = fresh_steps(args.resets, lengths, reverse, args.time.first_step(num_steps), args.time)
 
     if options.method != "sequential" or options.method_options is not None:
         zeroed, targets = _zero_padding(steps, lengths, (xs, targets))
@@ -153,6 +169,7 @@ def scan_reduce(
             reverse,
             options,
             num_feature_axes=num_feature_axes,
+            fresh=fresh,
         )
         totals = jax.tree.map(lambda s: s[0], reduce(steps, ys, targets))
         if args.time.name is not None:  # this device's chunk of the steps: add the others'
@@ -160,7 +177,9 @@ def scan_reduce(
         return carry, totals
 
     if _fused.takes(cell, params, xs, carry, options, num_feature_axes):
-        run = _fused.chunk_runner(cell, params, lengths, reverse, options.unroll)
+        run = _fused.chunk_runner(
+            cell, params, lengths, reverse, options.unroll, init=carry, fresh=fresh
+        )
     else:
         run = chunk_runner(
             cell.step,
@@ -170,6 +189,8 @@ def scan_reduce(
             num_steps,
             unroll=options.unroll,
             truncate=options.truncate,
+            init=carry,
+            fresh=fresh,
         )
 
     def run_chunk(carry: Carry, chunk: tuple[Array, Array, Any]) -> tuple[Carry, Any]:

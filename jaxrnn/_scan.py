@@ -18,7 +18,7 @@ from jaxtyping import Float, Shaped
 from jaxrnn import _fused, _parallel
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._checks import ScanKwargs, ScanOptions, check_scan_args, from_time_major
-from jaxrnn._sequential import sequential_scan, zero_padding
+from jaxrnn._sequential import fresh_steps, sequential_scan, zero_padding
 
 
 def scan(
@@ -32,6 +32,7 @@ def scan(
     time_major: bool = True,
     num_feature_axes: int = 1,
     options: ScanOptions | None = None,
+    resets: Shaped[ArrayLike, "..."] | None = None,
     **kwargs: Unpack[ScanKwargs],
 ) -> tuple[Carry, Float[Array, "..."]]:
     """Run ``cell`` over the time axis of ``xs``.
@@ -51,6 +52,22 @@ def scan(
     so NaN or Inf in the padding reaches neither the outputs nor any gradient.
     With T = 0 the result is the initial carry and empty outputs, on every
     path.
+
+    With ``resets`` (Haiku's ``ResetCore``: episodes of a reinforcement
+    learning rollout, documents concatenated into one sequence),
+    ``resets[t, b]`` True says that step t of sequence b starts a new
+    segment: the carry before step t is replaced by the initial carry
+    ``carry``. The result equals running each segment on its own from the
+    initial carry: the same outputs, the final carry that of the last valid
+    step (in the last segment), and no gradient across a reset (the initial
+    carry's gradient sums every segment's use of it). With ``reverse=True``
+    the segments are the same and each runs backwards from its own last
+    valid step, as each segment run alone with ``reverse=True`` (what a
+    bidirectional layer over concatenated documents needs); the final carry
+    is then the one after step 0, the first segment's. Resets at padded
+    steps are ignored, a reset at step 0 changes nothing, and ``truncate``
+    counts each segment's steps from where it starts. Every path and method
+    honours ``resets``.
 
     Every path — fused, checkpointed, associative, DEER — computes what this
     loop over ``cell.step`` computes: equal to rounding (the fused path
@@ -79,6 +96,10 @@ def scan(
       num_feature_axes: how many trailing axes of ``xs`` are one step's
         input (Flax's name); 1 for the built-in cells. It says where the time
         axis of batch-major input is, and which axes are the batch.
+      resets: bool array ``[T, *batch]`` (``[*batch, T]`` with
+        ``time_major=False``: ``xs`` without its feature axes), True where a
+        step starts a new segment (see above); None for one segment per sequence.
+        With ``sequence_axis`` inside a ``shard_map``, this device's chunk of it, like ``xs``.
       options: a :class:`jaxrnn.ScanOptions` holding the options below, the
         one value that stacks, readouts, modules and diagnostics forward
         unchanged; the keywords below override its fields.
@@ -181,6 +202,16 @@ def scan(
 
       Every strategy option travels as one :class:`jaxrnn.ScanOptions` value:
 
+      Two episodes in one rollout: the carry restarts at step 4, so the
+      outputs from there on are those of the second episode run alone:
+
+      >>> rollout = jax.random.normal(jax.random.key(2), (7, 1, 3))  # [T, B, I]
+      >>> resets = jnp.zeros((7, 1), bool).at[4].set(True)
+      >>> _, ys_both = jaxrnn.scan(cell, params, rollout, resets=resets)
+      >>> _, ys_second = jaxrnn.scan(cell, params, rollout[4:])
+      >>> bool(jnp.allclose(ys_both[4:], ys_second, atol=1e-6))
+      True
+
       >>> opts = jaxrnn.ScanOptions(checkpoint=5, backward="autodiff")
       >>> _, ys_ckpt = jaxrnn.scan(cell, params, xs, time_major=False, options=opts)
       >>> bool(jnp.allclose(ys_ckpt, jaxrnn.scan(cell, params, xs, time_major=False)[1],
@@ -208,17 +239,38 @@ def scan(
         floating or of too low rank; params that do not fit the cell
         (``params.b_hh``, ``params.w_hr``, …, with the expected shape) or
         are not floating; a carry of another structure or shape; ``lengths``
-        of the wrong shape, dtype or (when concrete) range; an unknown or
+        of the wrong shape, dtype or (when concrete) range; ``resets`` not
+        bool or not of the shape ``[T, *batch]``; an unknown or
         unsupported option; a ``sequence_axis`` that is no axis of the
         current mesh or of a ``shard_map`` here, or that does not divide T.
     """
     args = check_scan_args(
-        cell, params, xs, carry, lengths, reverse, time_major, num_feature_axes, options, kwargs
+        cell,
+        params,
+        xs,
+        carry,
+        lengths,
+        reverse,
+        time_major,
+        num_feature_axes,
+        options,
+        kwargs,
+        resets,
     )
-    xs = zero_padding(args.xs, args.lengths, args.time.first_step(args.xs.shape[0]))
+    first_step = args.time.first_step(args.xs.shape[0])
+    xs = zero_padding(args.xs, args.lengths, first_step)
+    fresh = fresh_steps(args.resets, args.lengths, reverse, first_step, args.time)
     try:
         final, ys = _run(
-            cell, params, xs, args.carry, args.lengths, reverse, args.options, num_feature_axes
+            cell,
+            params,
+            xs,
+            args.carry,
+            args.lengths,
+            reverse,
+            args.options,
+            num_feature_axes,
+            fresh,
         )
     except (ValueError, TypeError) as e:
         e.add_note(f"(raised by cell.step on one time step of xs, of shape {xs.shape[1:]})")
@@ -235,17 +287,30 @@ def _run(
     reverse: bool,
     options: ScanOptions,
     num_feature_axes: int,
+    fresh: Array | None = None,
 ) -> tuple[Carry, Array]:
-    """Pick the path: every one computes what the sequential masked loop over ``cell.step`` does."""
+    """Pick the path: every one computes what the sequential masked loop over ``cell.step`` does.
+
+    ``fresh`` (:func:`jaxrnn._sequential.fresh_steps`): the steps that start
+    from the initial carry ``carry``.
+    """
     if options.method != "sequential" or options.method_options is not None:
         return _parallel.parallel_scan(
-            cell, params, xs, carry, lengths, reverse, options, num_feature_axes=num_feature_axes
+            cell,
+            params,
+            xs,
+            carry,
+            lengths,
+            reverse,
+            options,
+            num_feature_axes=num_feature_axes,
+            fresh=fresh,
         )
     if _fused.takes(cell, params, xs, carry, options, num_feature_axes):
         # The cell's own step checks its inputs; the fused path does not call it.
         jax.eval_shape(cell.step, params, carry, xs[0])
         return _fused.fused_scan(
-            cell, params, xs, carry, lengths, reverse, options.unroll, options.checkpoint
+            cell, params, xs, carry, lengths, reverse, options.unroll, options.checkpoint, fresh
         )
     return sequential_scan(
         cell.step,
@@ -257,4 +322,5 @@ def _run(
         unroll=options.unroll,
         truncate=options.truncate,
         checkpoint=options.checkpoint if xs.shape[0] > 0 else None,
+        fresh=fresh,
     )

@@ -13,6 +13,7 @@ from jaxrnn._checks import (
     ScanKwargs,
     ScanOptions,
     check_like,
+    check_resets,
     default_dtype,
     from_time_major,
     scan_options,
@@ -78,10 +79,14 @@ class Stack(NamedTuple):
         carry``: the cell's carry with two leading axes ``[num_layers,
         num_directions]``.
       apply: ``apply(params, xs, *, carry=None, lengths=None, key=None,
-        time_major=True, options=None, **kwargs) -> (final_carry, ys)``:
+        time_major=True, options=None, resets=None, **kwargs) -> (final_carry, ys)``:
         ``options`` (a :class:`jaxrnn.ScanOptions`) and the keywords
         ``unroll``, ``truncate``, ``checkpoint``, ``backward``, ``method``
-        and ``method_options`` reach every layer's :func:`jaxrnn.scan` unchanged.
+        and ``method_options`` reach every layer's :func:`jaxrnn.scan` unchanged;
+        so do ``lengths`` and ``resets`` (``[T, *batch]`` bools, or ``[*batch, T]``
+        with ``time_major=False``, as for :func:`jaxrnn.scan`): every layer, and
+        both directions of a bidirectional layer, restart at the same steps
+        from their own initial carry.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn
@@ -120,7 +125,10 @@ def stack(
       merge: combines the two directions' outputs; concatenation by default.
       dropout: rate of the dropout applied to the outputs of every layer but
         the last, as PyTorch's ``dropout``. It is active only when ``apply``
-        gets a ``key``.
+        gets a ``key``. For dropout inside the recurrence, stack a
+        :func:`jaxrnn.recurrent_dropout` cell: ``apply(..., key=)`` then also
+        draws its masks (``cell.draw``), afresh for each call, into the given
+        or initial carry.
 
     Returns:
       A :class:`Stack`. ``apply``'s final carry has the cell's carry structure
@@ -173,13 +181,24 @@ def stack(
         )
 
     def run_layer(
-        layer: LayerParams, xs: Array, carry: Carry, lengths: Array | None, options: ScanOptions
+        layer: LayerParams,
+        xs: Array,
+        carry: Carry,
+        lengths: Array | None,
+        options: ScanOptions,
+        resets: Array | None,
     ) -> tuple[Carry, Array]:
         def direction(d: int) -> Carry:
             return jax.tree.map(lambda a: a[d], carry)
 
         c_fwd, ys = scan(
-            cell, layer.forward, xs, carry=direction(0), lengths=lengths, options=options
+            cell,
+            layer.forward,
+            xs,
+            carry=direction(0),
+            lengths=lengths,
+            options=options,
+            resets=resets,
         )
         if not bidirectional:
             return jax.tree.map(lambda a: a[None], c_fwd), ys
@@ -191,6 +210,7 @@ def stack(
             lengths=lengths,
             reverse=True,
             options=options,
+            resets=resets,
         )
         return jax.tree.map(lambda f, b: jnp.stack([f, b]), c_fwd, c_bwd), merge(ys, ys_bwd)
 
@@ -209,20 +229,27 @@ def stack(
         key: PRNGKey | None = None,
         time_major: bool = True,
         options: ScanOptions | None = None,
+        resets: Array | None = None,
         **kwargs: Unpack[ScanKwargs],
     ) -> tuple[Carry, Array]:
         _check_stack_params(params, num_layers, bidirectional)
         options = scan_options(options, dict(kwargs))
         xs, batch_shape = to_time_major(xs, time_major)
+        resets = check_resets(resets, xs.shape[0], batch_shape, time_major)
         dtype = default_dtype(params, xs)
         expected = jax.eval_shape(lambda: initial_carry(batch_shape, dtype))
         if carry is None:
             carry = initial_carry(batch_shape, dtype)
         else:
             check_like(carry, expected, "carry")
+        if key is not None and cell.draw is not None:
+            # A recurrent_dropout cell: one mask per layer, direction and sequence, drawn
+            # afresh for this call from a key of its own (inter-layer masks use the other).
+            key, k_masks = jax.random.split(key)
+            carry = cell.draw(k_masks, carry)
 
         first_carry, ys = run_layer(
-            params.first, xs, jax.tree.map(lambda a: a[0], carry), lengths, options
+            params.first, xs, jax.tree.map(lambda a: a[0], carry), lengths, options, resets
         )
         finals = jax.tree.map(lambda a: a[None], first_carry)
         if params.rest is not None:
@@ -230,7 +257,9 @@ def stack(
 
             def depth_step(ys: Array, layer_in: Any) -> tuple[Array, Carry]:
                 layer, layer_carry, layer_key = layer_in
-                new_carry, ys = run_layer(layer, drop(ys, layer_key), layer_carry, lengths, options)
+                new_carry, ys = run_layer(
+                    layer, drop(ys, layer_key), layer_carry, lengths, options, resets
+                )
                 return ys, new_carry
 
             rest_carry = jax.tree.map(lambda a: a[1:], carry)

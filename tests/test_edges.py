@@ -484,9 +484,9 @@ def test_every_option_reaches_the_dispatcher_unchanged(entry, form, monkeypatch)
     seen = []
     original = jaxrnn._scan._run
 
-    def spy(cell, params, xs, carry, lengths, reverse, options, num_feature_axes):
+    def spy(cell, params, xs, carry, lengths, reverse, options, *rest):
         seen.append(options)
-        return original(cell, params, xs, carry, lengths, reverse, options, num_feature_axes)
+        return original(cell, params, xs, carry, lengths, reverse, options, *rest)
 
     monkeypatch.setattr(jaxrnn._scan, "_run", spy)
     run = _entry_points(seen)[entry]
