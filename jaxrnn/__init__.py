@@ -14,13 +14,26 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jaxrnn import checkpoint, diagnostics, plots, reference, runlog, tasks, training
-    from jaxrnn._cell import Cell, InitFn, InitialCarryFn, LinearSpec, Spec, StepFn
+    from jaxrnn._cell import (
+        Cell,
+        InitFn,
+        InitialCarryFn,
+        LinearCoefficients,
+        LinearSpec,
+        Spec,
+        StepFn,
+    )
     from jaxrnn._checks import DEEROptions, ScanOptions
     from jaxrnn._clip import clip_carry_grad
+    from jaxrnn._decode import Decoded, decode
+    from jaxrnn._dropout import RecurrentDropoutCarry, recurrent_dropout
     from jaxrnn._elman import ElmanParams, ElmanSpec, elman
-    from jaxrnn._gru import GRUParams, GRUSpec, gru
+    from jaxrnn._gates import gates
+    from jaxrnn._gru import GRUGates, GRUParams, GRUSpec, gru
+    from jaxrnn._layernorm_lstm import LayerNormLSTMParams, LayerNormLSTMSpec, layernorm_lstm
     from jaxrnn._linear import LRUParams, MinGRUParams, MinLSTMParams, lru, mingru, minlstm
-    from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec, lstm
+    from jaxrnn._lstm import LSTMCarry, LSTMGates, LSTMParams, LSTMSpec, lstm
+    from jaxrnn._masks import bidirectional_last, last_valid, length_mask
     from jaxrnn._parallel import DEERInfo, deer
     from jaxrnn._reduce import scan_reduce
     from jaxrnn._scan import scan
@@ -36,18 +49,28 @@ _ATTRIBUTES = {
     "Cell": "jaxrnn._cell",
     "InitFn": "jaxrnn._cell",
     "InitialCarryFn": "jaxrnn._cell",
+    "LinearCoefficients": "jaxrnn._cell",
     "LinearSpec": "jaxrnn._cell",
     "Spec": "jaxrnn._cell",
     "StepFn": "jaxrnn._cell",
     "DEEROptions": "jaxrnn._checks",
     "ScanOptions": "jaxrnn._checks",
     "clip_carry_grad": "jaxrnn._clip",
+    "Decoded": "jaxrnn._decode",
+    "decode": "jaxrnn._decode",
+    "RecurrentDropoutCarry": "jaxrnn._dropout",
+    "recurrent_dropout": "jaxrnn._dropout",
     "ElmanParams": "jaxrnn._elman",
     "ElmanSpec": "jaxrnn._elman",
     "elman": "jaxrnn._elman",
+    "gates": "jaxrnn._gates",
+    "GRUGates": "jaxrnn._gru",
     "GRUParams": "jaxrnn._gru",
     "GRUSpec": "jaxrnn._gru",
     "gru": "jaxrnn._gru",
+    "LayerNormLSTMParams": "jaxrnn._layernorm_lstm",
+    "LayerNormLSTMSpec": "jaxrnn._layernorm_lstm",
+    "layernorm_lstm": "jaxrnn._layernorm_lstm",
     "LRUParams": "jaxrnn._linear",
     "MinGRUParams": "jaxrnn._linear",
     "MinLSTMParams": "jaxrnn._linear",
@@ -55,9 +78,13 @@ _ATTRIBUTES = {
     "mingru": "jaxrnn._linear",
     "minlstm": "jaxrnn._linear",
     "LSTMCarry": "jaxrnn._lstm",
+    "LSTMGates": "jaxrnn._lstm",
     "LSTMParams": "jaxrnn._lstm",
     "LSTMSpec": "jaxrnn._lstm",
     "lstm": "jaxrnn._lstm",
+    "bidirectional_last": "jaxrnn._masks",
+    "last_valid": "jaxrnn._masks",
+    "length_mask": "jaxrnn._masks",
     "DEERInfo": "jaxrnn._parallel",
     "deer": "jaxrnn._parallel",
     "scan_reduce": "jaxrnn._reduce",
@@ -79,20 +106,27 @@ __all__ = [
     "Cell",
     "DEERInfo",
     "DEEROptions",
+    "Decoded",
     "ElmanParams",
     "ElmanSpec",
+    "GRUGates",
     "GRUParams",
     "GRUSpec",
     "InitFn",
     "InitialCarryFn",
     "LRUParams",
     "LSTMCarry",
+    "LSTMGates",
     "LSTMParams",
     "LSTMSpec",
+    "LayerNormLSTMParams",
+    "LayerNormLSTMSpec",
     "LayerParams",
+    "LinearCoefficients",
     "LinearSpec",
     "MinGRUParams",
     "MinLSTMParams",
+    "RecurrentDropoutCarry",
     "ScanOptions",
     "Spec",
     "Stack",
@@ -100,18 +134,25 @@ __all__ = [
     "StepFn",
     "TBPTTState",
     "__version__",
+    "bidirectional_last",
     "checkpoint",
     "clip_carry_grad",
     "concat",
+    "decode",
     "deer",
     "diagnostics",
     "elman",
+    "gates",
     "gru",
+    "last_valid",
+    "layernorm_lstm",
+    "length_mask",
     "lru",
     "lstm",
     "mingru",
     "minlstm",
     "plots",
+    "recurrent_dropout",
     "reference",
     "runlog",
     "scan",

@@ -93,13 +93,22 @@ class Cell(NamedTuple):
         ``[*batch, O]``. The returned carry has the structure, shapes and
         dtypes of the carry passed in.
       spec: for the built-in cells, a :class:`Spec` (:class:`ElmanSpec`,
-        :class:`LSTMSpec`, :class:`GRUSpec`, :class:`LinearSpec`): the cell's
+        :class:`LSTMSpec`, :class:`GRUSpec`, :class:`LayerNormLSTMSpec`,
+        :class:`LinearSpec`): the cell's
         equations in the forms the fast paths use (the fused BPTT rules, the
         linear recurrence of the associative scan). A spec describes one step
         function, ``spec.step``; when ``cell.step`` is another function (a
         step replaced by ``cell._replace(step=...)``, or a wrapper), the fast
         paths step aside and the cell runs through its own ``step``. None
         for a user's cell.
+      draw: for a cell with randomness drawn once per sequence (the masks of
+        :func:`jaxrnn.recurrent_dropout`), ``draw(key, carry) -> carry``: the
+        carry with that randomness drawn from ``key``, for training; the carry
+        ``initial_carry`` returns has none (evaluation). It works on carries
+        with any leading axes (a stack's ``[num_layers, num_directions]``).
+        :func:`jaxrnn.stack`, :func:`jaxrnn.training.readout` and
+        :mod:`jaxrnn.nnx` call it when given a dropout key. None for a
+        deterministic cell.
 
     Example:
       >>> import functools, jax, jax.numpy as jnp, jaxrnn
@@ -116,6 +125,7 @@ class Cell(NamedTuple):
     initial_carry: InitialCarryFn
     step: StepFn
     spec: Spec | None = None
+    draw: Callable[[PRNGKey, Carry], Carry] | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -126,6 +136,11 @@ class Spec:
       step: the step function whose equations the spec describes. A fast path
         runs only for a cell whose ``step`` is this very function (see
         :func:`described_spec`).
+      gates: ``gates(params, carry, x) -> NamedTuple`` of arrays ``[*batch,
+        H]``: the gate activations the step computes from ``carry`` and ``x``
+        (an LSTM's :class:`LSTMGates`, a GRU's :class:`GRUGates`, a linear
+        cell's :class:`LinearCoefficients`), computed by the very code the step
+        runs; None for a cell without gates. Read by :func:`jaxrnn.gates`.
 
     Example:
       >>> import jaxrnn
@@ -138,6 +153,9 @@ class Spec:
     """
 
     step: StepFn | None = dataclasses.field(default=None, repr=False, compare=False)
+    gates: Callable[[Params, Carry, Array], Any] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     def fused_rules(self) -> FusedRules | None:
         """The rules of the fused BPTT path, or None for a cell it does not cover."""
@@ -189,6 +207,31 @@ class LinearSpec(Spec):
     to_carry: Callable[[Array], Carry]
 
 
+class LinearCoefficients(NamedTuple):
+    r"""The coefficients of one step of a linear cell, :math:`h_t = a_t \odot h_{t-1} + b_t`.
+
+    What :func:`jaxrnn.gates` returns for :func:`jaxrnn.mingru` (``a = 1 − z``,
+    ``b = z ⊙ h̃``), :func:`jaxrnn.minlstm` (``a = f'``, ``b = i' ⊙ h̃``) and
+    :func:`jaxrnn.lru` (``a = λ``, ``b = γ ⊙ B x``, both complex), from
+    :attr:`LinearSpec.coefficients`.
+
+    Attributes:
+      a: ``[..., S]`` the factor of the previous state.
+      b: ``[..., S]`` the term added to it.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxrnn
+      >>> cell = jaxrnn.mingru(4)
+      >>> params = cell.init(jax.random.key(0), input_size=3)
+      >>> coef = jaxrnn.gates(cell, params, jnp.ones((5, 3)))  # [T, I]
+      >>> coef.a.shape, bool(((coef.a > 0) & (coef.a < 1)).all())
+      ((5, 4), True)
+    """
+
+    a: Array
+    b: Array
+
+
 def described_spec(cell: Cell) -> Spec | None:
     """``cell.spec`` when it describes ``cell.step`` itself, else None.
 
@@ -229,6 +272,10 @@ class FusedRules(NamedTuple):
       backward: ``backward(prep, saved, dcarry, dh) -> (dcarry_in, dxp,
         drec)``: the gradients of the input slab and of the recurrent slab
         ``h_{t-1} W_hh^T + b_hh``; ``drec`` is None where the two are the same.
+        A cell with other params (the gains of :func:`jaxrnn.layernorm_lstm`)
+        returns a fourth item, a dict from those fields to each row's share
+        of their gradient at this step, ``[N, *field.shape]``; the fused path
+        sums it over steps and rows. ``b_ih`` and ``b_hh`` may be absent.
       readout: ``readout(params, hs) -> ys`` for an output layer on the
         hidden states ``[T, N, H]``, differentiated by autodiff; None when
         ``y_t = h_t``.
@@ -239,7 +286,7 @@ class FusedRules(NamedTuple):
     project: Callable[[Params, Array], Any]
     prepare: Callable[[Params], Prepared]
     forward: Callable[..., tuple[Any, Array, tuple[Array, ...]]]
-    backward: Callable[..., tuple[Any, Array, Array | None]]
+    backward: Callable[..., tuple[Any, ...]]
     readout: Callable[[Params, Array], Array] | None = None
     core: Callable[[Params], Params] | None = None
 
@@ -272,6 +319,16 @@ def resolve_activation(activation: str | Activation, name: str = "activation") -
     raise ValueError(
         f"{name}: expected one of {sorted(_ACTIVATIONS)} or a callable, got {activation!r}"
     )
+
+
+def check_callable(value: Any, name: str) -> Activation:
+    """Return ``value``; raise a TypeError naming ``name`` unless it is callable."""
+    if not callable(value):
+        raise TypeError(
+            f"{name}: expected a callable applied element-wise (such as jax.nn.sigmoid or "
+            f"jnp.tanh), got {type(value).__name__} {value!r}"
+        )
+    return value
 
 
 def activation_derivative(f: Activation, a: Array, fa: Array) -> Array:

@@ -74,6 +74,7 @@ _positive_float = _parsed(float, lambda v: 0 < v < math.inf, "a positive number"
 _seed = _parsed(int, lambda v: 0 <= v < 2**63, "an integer in [0, 2**63)")
 _temperature = _parsed(float, lambda v: 0 <= v < math.inf, "a number >= 0")
 _process_id = _parsed(int, lambda v: v >= 0, "an integer >= 0")
+_rate = _parsed(float, lambda v: 0 <= v < 1, "a rate in [0, 1)")
 
 
 def _coordinator(text: str) -> str:
@@ -107,12 +108,13 @@ def _clip(text: str) -> float | None:
         ) from None
 
 
-CELL_NAMES = ("elman", "irnn", "lstm", "lstm-chrono", "gru")
+CELL_NAMES = ("elman", "irnn", "lstm", "lstm-chrono", "gru", "layernorm-lstm")
 TASK_NAMES = ("adding", "adding-hs97", "copy", "temporal-order", "text")  # tasks.NAMES
 CELL_HELP = (
     "elman: tanh Elman RNN; irnn: ReLU Elman with identity init (Le et al. 2015); "
     "lstm: LSTM with forget-gate bias 1; lstm-chrono: LSTM with chrono init "
-    "(Tallec & Ollivier 2018); gru: GRU"
+    "(Tallec & Ollivier 2018); gru: GRU; layernorm-lstm: layer-normalised LSTM "
+    "(Ba et al. 2016) with forget-gate bias 1"
 )
 
 
@@ -215,6 +217,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--cell", choices=CELL_NAMES, default="lstm", help=CELL_HELP)
     train.add_argument("--layers", type=_positive_int, default=1, help="stacked layers (default 1)")
+    train.add_argument(
+        "--recurrent-dropout",
+        type=_rate,
+        default=0.0,
+        metavar="RATE",
+        help="variational dropout on the hidden state fed back at every step: one mask per "
+        "sequence (and layer), in training only (default 0)",
+    )
     _training_flags(
         train,
         {
@@ -399,6 +409,10 @@ def _writable(parser: argparse.ArgumentParser, out: Path) -> None:
 def train_config(args: argparse.Namespace) -> dict[str, Any]:
     """What a ``train`` run computes: its flags but the output and control ones."""
     config = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG}
+    if config.get("recurrent_dropout") == 0.0:
+        # Left out at its default, so that the runs made before the flag keep their
+        # directory names and still resume.
+        del config["recurrent_dropout"]
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}
 
 

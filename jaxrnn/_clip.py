@@ -29,7 +29,8 @@ def clip_carry_grad(cell: Cell, bound: float, *, mode: Literal["norm", "value"] 
     * ``mode="value"``: every element is clipped to [−bound, bound].
 
     The wrapped cell has no ``spec``: :func:`jaxrnn.scan` differentiates it by
-    plain autodiff.
+    plain autodiff. It keeps ``cell.draw`` (the masks of a
+    :func:`jaxrnn.recurrent_dropout` cell).
 
     Args:
       cell: the cell to wrap.
@@ -78,4 +79,4 @@ def clip_carry_grad(cell: Cell, bound: float, *, mode: Literal["norm", "value"] 
     def step(params: Params, carry: Carry, x: Array) -> tuple[Carry, Any]:
         return cell.step(params, clip(carry), x)
 
-    return Cell(cell.init, cell.initial_carry, step)
+    return Cell(cell.init, cell.initial_carry, step, draw=cell.draw)

@@ -38,6 +38,7 @@ CELLS: dict[str, Callable[[int, int], jaxrnn.Cell]] = {
     "lstm": lambda hidden, seq_len: jaxrnn.lstm(hidden, forget_bias=1.0),
     "lstm-chrono": lambda hidden, seq_len: jaxrnn.lstm(hidden, chrono=seq_len),
     "gru": lambda hidden, seq_len: jaxrnn.gru(hidden),
+    "layernorm-lstm": lambda hidden, seq_len: jaxrnn.layernorm_lstm(hidden, forget_bias=1.0),
 }
 
 
@@ -59,7 +60,9 @@ class Setup:
                 f"needs T >= 2, got {self.task.seq_len}"
             )
         self.cell = CELLS[flags.cell](flags.hidden, self.task.seq_len)
-        rnn = self.cell if flags.layers == 1 else jaxrnn.stack(self.cell, num_layers=flags.layers)
+        rate = config.get("recurrent_dropout", 0.0)  # absent from runs made before the flag
+        cell = jaxrnn.recurrent_dropout(self.cell, rate) if rate else self.cell
+        rnn = cell if flags.layers == 1 else jaxrnn.stack(cell, num_layers=flags.layers)
         options = {"truncate": flags.truncate, "checkpoint": checkpoint}
         compute_dtype = jnp.bfloat16 if flags.dtype == "bfloat16" else None
         self.model = training.readout(
@@ -152,13 +155,13 @@ def showcase(args: argparse.Namespace) -> int:
 
         def loss(params: Any, xs: jax.Array, rnn: jaxrnn.Stack = rnn) -> jax.Array:
             _, ys = rnn.apply(params, xs, lengths=lengths)
-            last = jnp.take_along_axis(ys, (lengths - 1)[None, :, None], axis=0)[0]
+            last = jaxrnn.last_valid(ys, lengths)
             return jnp.mean(jnp.sum(last**2, axis=-1))
 
         grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
         compile_ms, run_ms = _time(lambda: grad_fn(params, xs), args.repeats)  # noqa: B023
         d_params, d_xs = grad_fn(params, xs)
-        last_dx = jnp.take_along_axis(d_xs, (lengths - 1)[None, :, None], axis=0)[0]
+        last_dx = jaxrnn.last_valid(d_xs, lengths)
         ratio = float(jnp.linalg.norm(d_xs[0]) / jnp.linalg.norm(last_dx))
         ratios[name] = ratio
         n_params = sum(leaf.size for leaf in jax.tree.leaves(params))

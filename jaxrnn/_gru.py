@@ -12,6 +12,7 @@ from jaxtyping import Float
 
 from jaxrnn import _initializers as inits
 from jaxrnn._cell import (
+    Activation,
     Array,
     Cell,
     FusedRules,
@@ -20,6 +21,7 @@ from jaxrnn._cell import (
     Shape,
     Spec,
     carry_dtype,
+    check_callable,
     check_carry_leaf,
     check_param_dtype,
     check_positive_int,
@@ -31,17 +33,31 @@ from jaxrnn._cell import (
 
 @dataclasses.dataclass(frozen=True)
 class GRUSpec(Spec):
-    """The spec of a cell built by :func:`gru`: its fused BPTT rules.
+    """The spec of a cell built by :func:`gru`: its activations and fused BPTT rules.
+
+    Attributes:
+      gate_fn: the activation of the gates r and z (σ by default).
+      activation_fn: the activation of the candidate n (tanh by default).
 
     Example:
-      >>> import jaxrnn
+      >>> import jax, jaxrnn
       >>> jaxrnn.gru(4).spec
       GRUSpec()
+      >>> jaxrnn.gru(4, gate_fn=jax.nn.hard_sigmoid).spec.fused_rules() is None  # autodiff
+      True
     """
 
-    def fused_rules(self) -> FusedRules:
-        """The GRU's fused forward and backward step (see :class:`jaxrnn._cell.FusedRules`)."""
-        return _FUSED
+    gate_fn: Activation = dataclasses.field(default=jax.nn.sigmoid, repr=False)
+    activation_fn: Activation = dataclasses.field(default=jnp.tanh, repr=False)
+
+    def fused_rules(self) -> FusedRules | None:
+        """The fused forward and backward step (see :class:`jaxrnn._cell.FusedRules`).
+
+        None unless the activations are σ and tanh, which the rules are written for.
+        """
+        if self.gate_fn is jax.nn.sigmoid and self.activation_fn is jnp.tanh:
+            return _FUSED
+        return None
 
     def carry_readout(self) -> Callable[[Any, Array], Array]:
         """``y_t = h_t``, the carry itself."""
@@ -76,6 +92,8 @@ def gru(
     chrono: int | None = None,
     recurrent_init: inits.RecurrentInit = "uniform",
     use_bias: bool = True,
+    gate_fn: Activation = jax.nn.sigmoid,
+    activation_fn: Activation = jnp.tanh,
 ) -> Cell:
     r"""The gated recurrent unit (PyTorch's ``nn.GRU`` step).
 
@@ -87,8 +105,11 @@ def gru(
        h_t &= (1 - z_t) \odot n_t + z_t \odot h_{t-1}
 
     The reset gate multiplies the recurrent matmul's result (PyTorch and
-    cuDNN), not h before it (Cho et al. 2014). The carry is the array ``h``;
-    the output is ``y_t = h_t``.
+    cuDNN), not h before it (Cho et al. 2014). σ is ``gate_fn`` and tanh
+    ``activation_fn`` (flax's ``GRUCell`` names): :func:`jaxrnn.scan` runs
+    the cell on the fused BPTT path with the defaults and by autodiff
+    through the step with any others. The carry is the array ``h``; the
+    output is ``y_t = h_t``.
 
     Args:
       hidden_size: H.
@@ -97,6 +118,10 @@ def gru(
       recurrent_init: ``"uniform"`` (PyTorch's default), ``"orthogonal"`` (each
         gate block orthogonal) or a callable ``(key, shape, dtype)`` per block.
       use_bias: whether the cell has biases (PyTorch's ``bias``).
+      gate_fn: the element-wise activation of the gates r and z (default
+        ``jax.nn.sigmoid``).
+      activation_fn: the element-wise activation of the candidate n (default
+        ``jnp.tanh``).
 
     Returns:
       A :class:`Cell` whose params are :class:`GRUParams`.
@@ -113,6 +138,8 @@ def gru(
       Cho et al., "Learning phrase representations using RNN encoder-decoder", 2014.
     """
     check_positive_int(hidden_size, "hidden_size")
+    check_callable(gate_fn, "gate_fn")
+    check_callable(activation_fn, "activation_fn")
     inits.check_recurrent_init(recurrent_init, allow_identity=False)
     inits.check_chrono(chrono)
     if not use_bias and chrono is not None:
@@ -149,16 +176,64 @@ def gru(
         hidden = params.w_hh.shape[1]
         check_carry_leaf(carry, "carry", batch_shape, hidden)
         h = to_rows(carry)
-        gi = linear(to_rows(x), params.w_ih, params.b_ih)
-        gh = linear(h, params.w_hh, params.b_hh)
-        rz = jax.nn.sigmoid(gi[:, : 2 * hidden] + gh[:, : 2 * hidden])
-        r, z = rz[:, :hidden], rz[:, hidden:]
-        n = jnp.tanh(gi[:, 2 * hidden :] + r * gh[:, 2 * hidden :])
+        _, z, n = _gate_rows(params, h, to_rows(x), gate_fn, activation_fn)
         h_new = n + z * (h.astype(n.dtype) - n)
         y = h_new.astype(jnp.result_type(x, params.w_ih)).reshape(*batch_shape, hidden)
         return h_new.astype(carry.dtype).reshape(carry.shape), y
 
-    return Cell(init, initial_carry, step, GRUSpec(step=step))
+    def gates(params: GRUParams, carry: Array, x: Array) -> GRUGates:
+        rows = _gate_rows(params, to_rows(carry), to_rows(x), gate_fn, activation_fn)
+        return GRUGates(*(a.reshape(*x.shape[:-1], a.shape[-1]) for a in rows))
+
+    spec = GRUSpec(gate_fn, activation_fn, step=step, gates=gates)
+    return Cell(init, initial_carry, step, spec)
+
+
+class GRUGates(NamedTuple):
+    """The gate activations of one GRU step, each ``[..., H]`` (what :func:`jaxrnn.gates` returns).
+
+    With them the step is ``h_t = (1 − update) ⊙ candidate + update ⊙ h_{t-1}``.
+    σ and tanh below stand for the cell's ``gate_fn`` and ``activation_fn``.
+
+    Attributes:
+      reset: r = σ(·), how much of the recurrent term ``W_hn h_{t-1} + b_hn``
+        enters the candidate.
+      update: z = σ(·), how much of h_{t-1} is kept.
+      candidate: n = tanh(·), the new state candidate.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxrnn
+      >>> cell = jaxrnn.gru(4)
+      >>> params = cell.init(jax.random.key(0), input_size=3)
+      >>> gates = jaxrnn.gates(cell, params, jnp.ones((5, 2, 3)))  # [T, B, I]
+      >>> gates._fields, gates.update.shape
+      (('reset', 'update', 'candidate'), (5, 2, 4))
+    """
+
+    reset: Array
+    update: Array
+    candidate: Array
+
+
+def _gate_rows(
+    params: GRUParams,
+    h: Array,
+    x: Array,
+    gate_fn: Activation = jax.nn.sigmoid,
+    activation_fn: Activation = jnp.tanh,
+) -> GRUGates:
+    """The activated gates ``[N, H]`` of a step from rows ``h`` ``[N, H]`` and ``x`` ``[N, I]``.
+
+    The step and :func:`jaxrnn.gates` both compute the gates here, so that
+    what the introspection shows is what the step used.
+    """
+    hidden = params.w_hh.shape[1]
+    gi = linear(x, params.w_ih, params.b_ih)
+    gh = linear(h, params.w_hh, params.b_hh)
+    rz = gate_fn(gi[:, : 2 * hidden] + gh[:, : 2 * hidden])
+    r, z = rz[:, :hidden], rz[:, hidden:]
+    n = activation_fn(gi[:, 2 * hidden :] + r * gh[:, 2 * hidden :])
+    return GRUGates(reset=r, update=z, candidate=n)
 
 
 def _read_carry(params: Any, carry: Array) -> Array:

@@ -22,6 +22,7 @@ from jaxrnn._cell import (
     Array,
     Carry,
     Cell,
+    LinearCoefficients,
     LinearSpec,
     Params,
     PRNGKey,
@@ -70,7 +71,11 @@ def _linear_cell(
         out_dtype = jnp.result_type(x, params.w_ih)
         return spec.to_carry(h).astype(carry.dtype), y.astype(out_dtype)
 
-    return Cell(init, initial_carry, step, dataclasses.replace(spec, step=step))
+    def gates(params: Any, carry: Array, x: Array) -> LinearCoefficients:
+        # A linear cell's "gates" are its coefficients: functions of x_t alone.
+        return LinearCoefficients(*spec.coefficients(params, x))
+
+    return Cell(init, initial_carry, step, dataclasses.replace(spec, step=step, gates=gates))
 
 
 def _check_bias(use_bias: object) -> None:

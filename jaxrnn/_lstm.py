@@ -12,6 +12,7 @@ from jaxtyping import Float
 
 from jaxrnn import _initializers as inits
 from jaxrnn._cell import (
+    Activation,
     Array,
     Cell,
     FusedRules,
@@ -20,6 +21,7 @@ from jaxrnn._cell import (
     Shape,
     Spec,
     carry_dtype,
+    check_callable,
     check_carry_leaf,
     check_param_dtype,
     check_positive_int,
@@ -33,17 +35,33 @@ from jaxrnn._cell import (
 
 @dataclasses.dataclass(frozen=True)
 class LSTMSpec(Spec):
-    """The spec of a cell built by :func:`lstm`: its fused BPTT rules (without a projection).
+    """The spec of a cell built by :func:`lstm`: its activations and fused BPTT rules.
+
+    Attributes:
+      gate_fn: the activation of the gates i, f, o (σ by default).
+      activation_fn: the activation of the candidate g and of c_t (tanh by default).
 
     Example:
-      >>> import jaxrnn
+      >>> import jax, jax.numpy as jnp, jaxrnn
       >>> jaxrnn.lstm(4).spec
       LSTMSpec()
+      >>> jaxrnn.lstm(4).spec.fused_rules() is not None
+      True
+      >>> jaxrnn.lstm(4, activation_fn=jax.nn.soft_sign).spec.fused_rules() is None  # autodiff
+      True
     """
 
-    def fused_rules(self) -> FusedRules:
-        """The LSTM's fused forward and backward step (see :class:`jaxrnn._cell.FusedRules`)."""
-        return _FUSED
+    gate_fn: Activation = dataclasses.field(default=jax.nn.sigmoid, repr=False)
+    activation_fn: Activation = dataclasses.field(default=jnp.tanh, repr=False)
+
+    def fused_rules(self) -> FusedRules | None:
+        """The fused forward and backward step (see :class:`jaxrnn._cell.FusedRules`).
+
+        None unless the activations are σ and tanh, which the rules are written for.
+        """
+        if self.gate_fn is jax.nn.sigmoid and self.activation_fn is jnp.tanh:
+            return _FUSED
+        return None
 
     def carry_readout(self) -> Callable[[Any, LSTMCarry], Array]:
         """``y_t = h_t``."""
@@ -96,6 +114,8 @@ def lstm(
     recurrent_init: inits.RecurrentInit = "uniform",
     proj_size: int | None = None,
     use_bias: bool = True,
+    gate_fn: Activation = jax.nn.sigmoid,
+    activation_fn: Activation = jnp.tanh,
 ) -> Cell:
     r"""The long short-term memory cell (PyTorch's ``nn.LSTM`` step).
 
@@ -106,7 +126,11 @@ def lstm(
        h_t &= \sigma(o) \odot \tanh(c_t) \quad (\text{then } h_t \leftarrow W_{hr} h_t
               \text{ with a projection})
 
-    The carry is :class:`LSTMCarry` ``(h, c)``; the output is ``y_t = h_t``.
+    with σ = ``gate_fn`` and tanh = ``activation_fn`` (flax's ``LSTMCell``
+    names). The carry is :class:`LSTMCarry` ``(h, c)``; the output is
+    ``y_t = h_t``. :func:`jaxrnn.scan` runs the cell on the fused BPTT path
+    with the default activations and by autodiff through the step with any
+    others.
 
     Args:
       hidden_size: H, the size of the cell state c.
@@ -120,6 +144,10 @@ def lstm(
         gate block orthogonal) or a callable ``(key, shape, dtype)`` per block.
       proj_size: P, PyTorch's ``proj_size``: h is projected to P features.
       use_bias: whether the cell has biases (PyTorch's ``bias``).
+      gate_fn: the element-wise activation of the gates i, f and o
+        (default ``jax.nn.sigmoid``).
+      activation_fn: the element-wise activation of the candidate g and of
+        the cell state in h_t (default ``jnp.tanh``).
 
     Returns:
       A :class:`Cell` whose params are :class:`LSTMParams`.
@@ -139,6 +167,8 @@ def lstm(
       Tallec & Ollivier, "Can recurrent neural networks warp time?", ICLR 2018.
     """
     check_positive_int(hidden_size, "hidden_size")
+    check_callable(gate_fn, "gate_fn")
+    check_callable(activation_fn, "activation_fn")
     inits.check_recurrent_init(recurrent_init, allow_identity=False)
     inits.check_chrono(chrono)
     if forget_bias is not None and chrono is not None:
@@ -196,16 +226,9 @@ def lstm(
         hidden = params.w_ih.shape[0] // 4
         check_carry_leaf(carry.h, "carry.h", batch_shape, params.w_hh.shape[1])
         check_carry_leaf(carry.c, "carry.c", batch_shape, hidden)
-        gates = linear(to_rows(x), params.w_ih, params.b_ih) + linear(
-            to_rows(carry.h), params.w_hh, params.b_hh
-        )
-        # One sigmoid over the whole gate slab, then slices: cheaper than four
-        # separate nonlinearities on the split gates.
-        act = jax.nn.sigmoid(gates)
-        i, f, o = act[:, :hidden], act[:, hidden : 2 * hidden], act[:, 3 * hidden :]
-        g = jnp.tanh(gates[:, 2 * hidden : 3 * hidden])
-        c = f * to_rows(carry.c).astype(gates.dtype) + i * g
-        h = o * jnp.tanh(c)
+        i, f, g, o = _gate_rows(params, to_rows(carry.h), to_rows(x), gate_fn, activation_fn)
+        c = f * to_rows(carry.c).astype(i.dtype) + i * g
+        h = o * activation_fn(c)
         if params.w_hr is not None:
             h = linear(h, params.w_hr, None)
         new_carry = LSTMCarry(
@@ -215,7 +238,65 @@ def lstm(
         y = h.astype(jnp.result_type(x, params.w_ih)).reshape(*batch_shape, h.shape[-1])
         return new_carry, y
 
-    return Cell(init, initial_carry, step, LSTMSpec(step=step))
+    def gates(params: LSTMParams, carry: LSTMCarry, x: Array) -> LSTMGates:
+        rows = _gate_rows(params, to_rows(carry.h), to_rows(x), gate_fn, activation_fn)
+        return LSTMGates(*(a.reshape(*x.shape[:-1], a.shape[-1]) for a in rows))
+
+    spec = LSTMSpec(gate_fn, activation_fn, step=step, gates=gates)
+    return Cell(init, initial_carry, step, spec)
+
+
+class LSTMGates(NamedTuple):
+    """The gate activations of one LSTM step, each ``[..., H]`` (what :func:`jaxrnn.gates` returns).
+
+    With them the step is ``c_t = forget ⊙ c_{t-1} + input ⊙ candidate`` and
+    ``h_t = output ⊙ tanh(c_t)``. σ and tanh stand for the cell's ``gate_fn``
+    and ``activation_fn``, whatever they are.
+
+    Attributes:
+      input: i = σ(·), how much of the candidate enters the cell state.
+      forget: f = σ(·), how much of the cell state is kept.
+      candidate: g = tanh(·), the cell-state candidate.
+      output: o = σ(·), how much of tanh(c_t) is shown as h_t.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxrnn
+      >>> cell = jaxrnn.lstm(4)
+      >>> params = cell.init(jax.random.key(0), input_size=3)
+      >>> gates = jaxrnn.gates(cell, params, jnp.ones((5, 2, 3)))  # [T, B, I]
+      >>> gates._fields, gates.forget.shape
+      (('input', 'forget', 'candidate', 'output'), (5, 2, 4))
+    """
+
+    input: Array
+    forget: Array
+    candidate: Array
+    output: Array
+
+
+def _gate_rows(
+    params: LSTMParams,
+    h: Array,
+    x: Array,
+    gate_fn: Activation = jax.nn.sigmoid,
+    activation_fn: Activation = jnp.tanh,
+) -> LSTMGates:
+    """The activated gates ``[N, H]`` of a step from rows ``h`` ``[N, P]`` and ``x`` ``[N, I]``.
+
+    The step and :func:`jaxrnn.gates` both compute the gates here, so that
+    what the introspection shows is what the step used.
+    """
+    z = linear(x, params.w_ih, params.b_ih) + linear(h, params.w_hh, params.b_hh)
+    hidden = z.shape[-1] // 4
+    # One gate activation over the whole gate slab, then slices: cheaper than four
+    # separate nonlinearities on the split gates.
+    act = gate_fn(z)
+    return LSTMGates(
+        input=act[:, :hidden],
+        forget=act[:, hidden : 2 * hidden],
+        candidate=activation_fn(z[:, 2 * hidden : 3 * hidden]),
+        output=act[:, 3 * hidden :],
+    )
 
 
 def _read_h(params: Any, carry: LSTMCarry) -> Array:

@@ -43,8 +43,9 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without flax
     raise ImportError("jaxrnn.nnx needs flax: pip install 'jaxrnn[nnx]'") from e
 
-from jaxrnn._cell import Array, Carry, Cell, PRNGKey, Shape, check_positive_int
+from jaxrnn._cell import Array, Carry, Cell, PRNGKey, Shape, as_float, check_positive_int
 from jaxrnn._checks import ScanKwargs, ScanOptions, check_like, scan_options
+from jaxrnn._dropout import recurrent_dropout as _recurrent_dropout
 from jaxrnn._elman import elman
 from jaxrnn._gru import gru
 from jaxrnn._lstm import lstm
@@ -74,7 +75,7 @@ class _RNN(nnx.Module):
       params: the functional :class:`jaxrnn.StackParams` with ``nnx.Param`` leaves.
       rngs: the ``nnx.RngStream`` dropout masks are drawn from, or None.
       in_features, hidden_features, num_layers, bidirectional, merge, dropout,
-        param_dtype: as given to the constructor (``param_dtype`` as a dtype).
+        recurrent_dropout, param_dtype: as given to the constructor (``param_dtype`` as a dtype).
       out_features: the size of the outputs' last axis.
       deterministic: False in training mode, True in evaluation mode.
       cell_options: the options of the cell's factory, as a dict.
@@ -92,6 +93,7 @@ class _RNN(nnx.Module):
         bidirectional: bool = False,
         merge: Merge = concat,
         dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
         param_dtype: Any = jnp.float32,
         deterministic: bool = False,
         rngs: nnx.Rngs,
@@ -115,6 +117,12 @@ class _RNN(nnx.Module):
         self.bidirectional = bool(bidirectional)
         self.merge = merge
         self.dropout = float(dropout)
+        rate = as_float(recurrent_dropout)
+        if rate is None or not 0.0 <= rate < 1.0:
+            raise ValueError(
+                f"recurrent_dropout: expected a rate in [0, 1), got {recurrent_dropout!r}"
+            )
+        self.recurrent_dropout = rate
         self.param_dtype = jnp.dtype(param_dtype)
         self.deterministic = bool(deterministic)
         self._cell_options = options
@@ -147,7 +155,10 @@ class _RNN(nnx.Module):
           >>> jaxrnn.nnx.GRU(3, 8, rngs=nnx.Rngs(0)).cell.spec
           GRUSpec()
         """
-        return type(self)._factory(self.hidden_features, **self.cell_options)
+        cell = type(self)._factory(self.hidden_features, **self.cell_options)
+        if self.recurrent_dropout > 0.0:
+            return _recurrent_dropout(cell, self.recurrent_dropout)
+        return cell
 
     @property
     def stack(self) -> Stack:
@@ -177,7 +188,7 @@ class _RNN(nnx.Module):
 
     @property
     def _uses_dropout(self) -> bool:
-        return self.dropout > 0.0 and self.num_layers > 1
+        return (self.dropout > 0.0 and self.num_layers > 1) or self.recurrent_dropout > 0.0
 
     def to_params(self) -> StackParams:
         """The functional params: :class:`jaxrnn.StackParams` of the ``nnx.Param`` values.
@@ -205,6 +216,7 @@ class _RNN(nnx.Module):
         *,
         merge: Merge = concat,
         dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
         deterministic: bool = False,
         rngs: nnx.Rngs | None = None,
         **cell_options: Any,
@@ -226,6 +238,7 @@ class _RNN(nnx.Module):
           merge: combines a bidirectional layer's two directions, as in
             :func:`jaxrnn.stack`.
           dropout: the rate of dropout between layers.
+          recurrent_dropout: the rate of :func:`jaxrnn.recurrent_dropout` in every layer.
           deterministic: start in evaluation mode (True) or training mode.
           rngs: where dropout masks come from in training mode (its
             ``'dropout'`` or default stream); without it, a call in training
@@ -279,6 +292,7 @@ class _RNN(nnx.Module):
                 bidirectional=params.first.backward is not None,
                 merge=merge,
                 dropout=dropout,
+                recurrent_dropout=recurrent_dropout,
                 param_dtype=w_ih.dtype,
                 deterministic=deterministic,
                 rngs=nnx.Rngs(0),
@@ -336,6 +350,7 @@ class _RNN(nnx.Module):
         deterministic: bool | None = None,
         rngs: _RngsLike | None = None,
         options: ScanOptions | None = None,
+        resets: Array | None = None,
         **kwargs: Unpack[ScanKwargs],
     ) -> tuple[Array, Carry]:
         """Run the stack over ``x``: ``(outputs, final_carry)``.
@@ -356,6 +371,10 @@ class _RNN(nnx.Module):
             ``'dropout'`` or default stream), an ``nnx.RngStream`` or a PRNG key.
           options: a :class:`jaxrnn.ScanOptions`, passed unchanged to
             :func:`jaxrnn.scan` through the stack.
+          resets: bool array ``[*batch, T]`` (``[T, *batch]`` with
+            ``time_major=True``), True where a step starts a new segment
+            (an episode, a document): every layer and direction restarts there
+            from its initial carry, as :func:`jaxrnn.scan`'s ``resets``.
           **kwargs: its fields as keywords (``unroll``, ``truncate``,
             ``checkpoint``, ``backward``, ``method``, ``method_options``).
 
@@ -400,8 +419,16 @@ class _RNN(nnx.Module):
             key=key,
             time_major=time_major,
             options=scan_options(options, dict(kwargs)),
+            resets=resets,
         )
         return ys, final
+
+    def _rates_on(self) -> str:
+        """The dropout rates in use, e.g. ``"dropout=0.5"``, for an error message."""
+        on = [f"dropout={self.dropout}"] if self.dropout > 0.0 and self.num_layers > 1 else []
+        if self.recurrent_dropout > 0.0:
+            on.append(f"recurrent_dropout={self.recurrent_dropout}")
+        return " and ".join(on)
 
     def _dropout_key(self, deterministic: bool | None, rngs: _RngsLike | None) -> PRNGKey | None:
         if not self._uses_dropout:
@@ -419,7 +446,7 @@ class _RNN(nnx.Module):
             return rngs
         if stream is None:
             raise ValueError(
-                f"rngs: dropout={self.dropout} is on in training mode and needs a random "
+                f"rngs: {self._rates_on()} is on in training mode and needs a random "
                 "stream: build the module with an nnx.Rngs that has a 'dropout' or default "
                 "stream, pass rngs= to the call, or switch dropout off with module.eval() "
                 "or deterministic=True"
@@ -453,6 +480,9 @@ class LSTM(_RNN):
       merge: combines the two directions' outputs (concatenation by default).
       dropout: rate of the dropout on the outputs of every layer but the last,
         in training mode only.
+      recurrent_dropout: rate of the variational dropout on the hidden state
+        every layer feeds back (:func:`jaxrnn.recurrent_dropout`: one mask per
+        sequence, layer and direction), in training mode only.
       param_dtype: dtype of the params; the computation follows it (as in
         jaxrnn: bfloat16 params give bfloat16 matmuls with float32 carries).
       deterministic: start in evaluation mode (dropout off) when True.

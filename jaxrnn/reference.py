@@ -232,7 +232,9 @@ def _lstm_backward(
 ) -> tuple[LSTMParams, Array, LSTMCarry]:
     r"""LSTM BPTT.
 
-    Forward, for t = 1 … T, with gates in the order i, f, g, o:
+    σ and tanh below stand for the cell's ``gate_fn`` and ``activation_fn``
+    (σ' and tanh' their derivatives). Forward, for t = 1 … T, with gates in
+    the order i, f, g, o:
 
     .. math::
        z_t &= W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}, \quad
@@ -253,19 +255,19 @@ def _lstm_backward(
     path, δc_{t-1} = f ⊙ δc_t, is the "constant error carousel": with f ≈ 1
     the gradient flows back undiminished.
     """
-    del spec
+    sig, act = spec.gate_fn, spec.activation_fn  # σ and tanh unless the cell was given others
     num_steps = xs.shape[0]
     hidden = p.w_ih.shape[0] // 4
     h_prev, c_prev, saved = [carry0.h], [carry0.c], []
     for t in range(num_steps):
         z = xs[t] @ p.w_ih.T + h_prev[-1] @ p.w_hh.T
         z = z + _row(p.b_ih) + _row(p.b_hh)
-        i, f = jax.nn.sigmoid(z[:, :hidden]), jax.nn.sigmoid(z[:, hidden : 2 * hidden])
-        g, o = jnp.tanh(z[:, 2 * hidden : 3 * hidden]), jax.nn.sigmoid(z[:, 3 * hidden :])
+        i, f = sig(z[:, :hidden]), sig(z[:, hidden : 2 * hidden])
+        g, o = act(z[:, 2 * hidden : 3 * hidden]), sig(z[:, 3 * hidden :])
         c = f * c_prev[-1] + i * g
-        m = o * jnp.tanh(c)
+        m = o * act(c)
         h = m if p.w_hr is None else m @ jnp.asarray(p.w_hr).T
-        saved.append((i, f, g, o, c, m))
+        saved.append((z, i, f, g, o, c, m))
         h_prev.append(h)
         c_prev.append(c)
 
@@ -276,21 +278,22 @@ def _lstm_backward(
     dxs = []
     dh_next, dc = jnp.zeros_like(carry0.h), jnp.zeros_like(carry0.c)
     for t in reversed(range(num_steps)):
-        i, f, g, o, c, m = saved[t]
+        z, i, f, g, o, c, m = saved[t]
+        z_i, z_f, z_g, z_o = (z[:, k * hidden : (k + 1) * hidden] for k in range(4))
         dh = dys[t] + dh_next
         if w_hr is None or dw_hr is None:
             dm = dh
         else:
             dw_hr = dw_hr + dh.T @ m
             dm = dh @ w_hr
-        tanh_c = jnp.tanh(c)
-        dc = dc + dm * o * (1 - tanh_c**2)
+        tanh_c = act(c)
+        dc = dc + dm * o * activation_derivative(act, c, tanh_c)
         dz = jnp.concatenate(
             [
-                dc * g * i * (1 - i),
-                dc * c_prev[t] * f * (1 - f),
-                dc * i * (1 - g**2),
-                dm * tanh_c * o * (1 - o),
+                dc * g * activation_derivative(sig, z_i, i),
+                dc * c_prev[t] * activation_derivative(sig, z_f, f),
+                dc * i * activation_derivative(act, z_g, g),
+                dm * tanh_c * activation_derivative(sig, z_o, o),
             ],
             axis=-1,
         )
@@ -315,6 +318,7 @@ def _gru_backward(
 ) -> tuple[GRUParams, Array, Array]:
     r"""GRU BPTT (PyTorch's convention: the reset gate multiplies W_hn h + b_hn).
 
+    σ and tanh below stand for the cell's ``gate_fn`` and ``activation_fn``.
     Forward, for t = 1 … T:
 
     .. math::
@@ -333,17 +337,18 @@ def _gru_backward(
        δ(\text{recurrent slab}) = [δr^{pre}; δz^{pre}; r ⊙ δn^{pre}], \\
        \frac{∂L}{∂h_{t-1}} &= δh_t ⊙ z + W_{hh}^⊤ δ(\text{recurrent slab}).
     """
-    del spec
+    sig, act = spec.gate_fn, spec.activation_fn  # σ and tanh unless the cell was given others
     num_steps = xs.shape[0]
     hidden = p.w_hh.shape[1]
     h_prev, saved = [h0], []
     for t in range(num_steps):
         gi = xs[t] @ p.w_ih.T + _row(p.b_ih)
         gh = h_prev[-1] @ p.w_hh.T + _row(p.b_hh)
-        r = jax.nn.sigmoid(gi[:, :hidden] + gh[:, :hidden])
-        z = jax.nn.sigmoid(gi[:, hidden : 2 * hidden] + gh[:, hidden : 2 * hidden])
-        n = jnp.tanh(gi[:, 2 * hidden :] + r * gh[:, 2 * hidden :])
-        saved.append((r, z, n, gh[:, 2 * hidden :]))
+        pre = gi[:, : 2 * hidden] + gh[:, : 2 * hidden]
+        r, z = sig(pre[:, :hidden]), sig(pre[:, hidden:])
+        n_pre = gi[:, 2 * hidden :] + r * gh[:, 2 * hidden :]
+        n = act(n_pre)
+        saved.append((pre, n_pre, r, z, n, gh[:, 2 * hidden :]))
         h_prev.append((1 - z) * n + z * h_prev[-1])
 
     dw_ih, dw_hh = jnp.zeros_like(p.w_ih), jnp.zeros_like(p.w_hh)
@@ -352,11 +357,11 @@ def _gru_backward(
     dxs = []
     dh_next = jnp.zeros_like(h0)
     for t in reversed(range(num_steps)):
-        r, z, n, hn = saved[t]
+        pre, n_pre, r, z, n, hn = saved[t]
         dh = dys[t] + dh_next
-        dn_pre = dh * (1 - z) * (1 - n**2)
-        dz_pre = dh * (h_prev[t] - n) * z * (1 - z)
-        dr_pre = dn_pre * hn * r * (1 - r)
+        dn_pre = dh * (1 - z) * activation_derivative(act, n_pre, n)
+        dz_pre = dh * (h_prev[t] - n) * activation_derivative(sig, pre[:, hidden:], z)
+        dr_pre = dn_pre * hn * activation_derivative(sig, pre[:, :hidden], r)
         dgi = jnp.concatenate([dr_pre, dz_pre, dn_pre], axis=-1)
         dgh = jnp.concatenate([dr_pre, dz_pre, r * dn_pre], axis=-1)
         dw_ih = dw_ih + dgi.T @ xs[t]

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._cell import Array, PRNGKey, check_positive_int
+from jaxrnn._masks import last_valid, length_mask
 
 __all__ = [
     "NAMES",
@@ -248,13 +249,12 @@ def _check_outputs(outputs: Array, batch: Batch, output_size: int) -> Array:
 
 def _at_end(outputs: Array, lengths: Array) -> Array:
     """``outputs[b, lengths[b] - 1]`` for every ``b``: ``[B, T, O] -> [B, O]``."""
-    index = (lengths.astype(jnp.int32) - 1)[:, None, None]
-    return jnp.take_along_axis(outputs, index, axis=1)[:, 0]
+    return last_valid(outputs, lengths, time_major=False)
 
 
 def _valid_steps(lengths: Array, num_steps: int) -> Array:
     """``[B, T]`` float mask of the valid steps."""
-    return (jnp.arange(num_steps)[None, :] < lengths[:, None]).astype(jnp.float32)
+    return length_mask(lengths, num_steps, time_major=False).astype(jnp.float32)
 
 
 def _cross_entropy(logits: Array, labels: Array) -> Array:
@@ -493,7 +493,7 @@ def adding_hs97(seq_len: int) -> Task:
         second = j + (j >= first).astype(jnp.int32)  # uniform on [0, m] without `first`
         t = jnp.arange(T_max, dtype=jnp.int32)[None, :]
         marked = (t == first[:, None]) | (t == second[:, None])
-        valid = t < lengths[:, None]
+        valid = length_mask(lengths, T_max, time_major=False)
         ends = (t == 0) | (t == lengths[:, None] - 1)
         markers = jnp.where(marked, 1.0, jnp.where(ends & valid, -1.0, 0.0)).astype(jnp.float32)
         values = jnp.where((marked & (t == 0)) | ~valid, 0.0, values).astype(jnp.float32)
@@ -677,7 +677,8 @@ def temporal_order(seq_len: int, variant: str = "pascanu") -> Task:
             symbols = jnp.where(t == 0, _E, jnp.where(t == lengths[:, None] - 1, _B, symbols))
         symbols = jnp.where(t == p0[:, None], _X + which[:, :1], symbols)
         symbols = jnp.where(t == p1[:, None], _X + which[:, 1:], symbols)
-        symbols = jnp.where(t < lengths[:, None], symbols, -1)  # -1: an all-zero vector
+        valid = length_mask(lengths, T_max, time_major=False)
+        symbols = jnp.where(valid, symbols, -1)  # -1: an all-zero vector
         xs = jax.nn.one_hot(symbols, 8, dtype=jnp.float32)
         return Batch(xs, 2 * which[:, 0] + which[:, 1], lengths)
 

@@ -49,10 +49,10 @@ import numpy as np
 import optax
 from jaxtyping import Float
 
+from jaxrnn import _decode, runlog
 from jaxrnn import checkpoint as ckpt
-from jaxrnn import runlog
 from jaxrnn._cell import Array, Cell, Params, PRNGKey, check_positive_float, check_positive_int
-from jaxrnn._checks import ScanKwargs, ScanOptions, scan_options
+from jaxrnn._checks import ScanKwargs, ScanOptions, default_dtype, scan_options
 from jaxrnn._reduce import scan_reduce
 from jaxrnn._scan import scan
 from jaxrnn._stack import Stack
@@ -106,7 +106,8 @@ class Model(NamedTuple):
       init: ``init(key, input_size, dtype=float32) -> params``.
       apply: ``apply(params, xs, lengths=None, key=None) -> outputs`` for
         batch-major ``xs`` ``[B, T, I]``, giving ``[B, T, O]``; ``key``
-        enables the stack's dropout (training only).
+        enables the stack's dropout and the masks of a
+        :func:`jaxrnn.recurrent_dropout` cell (training only).
       run: ``run(params, xs, carry=None, lengths=None) -> (carry, outputs)``:
         the same computation from a given carry (None: the initial one),
         returning the final carry too, so a sequence can be fed in pieces
@@ -203,9 +204,18 @@ def readout(
                 time_major=False,
                 options=scan_opts,
             )
+        carry = drawn(params, xs, carry, key)
         return scan(
             rnn, params, xs, carry=carry, lengths=lengths, time_major=False, options=scan_opts
         )
+
+    def drawn(params: Params, xs: Array, carry: Any, key: PRNGKey | None) -> Any:
+        """A cell's carry with its per-sequence randomness drawn from ``key`` (training)."""
+        if key is None or not isinstance(rnn, Cell) or rnn.draw is None:
+            return carry
+        if carry is None:
+            carry = rnn.initial_carry(xs.shape[:1], default_dtype(params, xs))
+        return rnn.draw(key, carry)
 
     def init(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> ReadoutParams:
         k_rnn, k_out = jax.random.split(key)
@@ -254,17 +264,17 @@ def readout(
         lengths: Array | None = None,
         key: PRNGKey | None = None,
     ) -> Any:
-        del key  # a cell has no dropout
         assert isinstance(rnn, Cell)
         params, xs, out_dtype = computed(params, xs)
+        carry = drawn(params.rnn, xs, None, key)  # a recurrent_dropout cell's masks
 
         def per_step(h: Array, target: Any) -> Any:
             y = h.astype(params.w_out.dtype) @ params.w_out.T + params.b_out[None, :]
             return fn(y.astype(out_dtype), target)
 
         return scan_reduce(
-            rnn, params.rnn, xs, per_step, targets, lengths=lengths, time_major=False,
-            options=scan_opts,
+            rnn, params.rnn, xs, per_step, targets, carry=carry, lengths=lengths,
+            time_major=False, options=scan_opts,
         )[1]  # fmt: skip
 
     return Model(init, apply, run, None if isinstance(rnn, Stack) else reduce)
@@ -766,9 +776,10 @@ def sample_text(
     The model reads ``prompt`` (one-hot symbols of
     :func:`jaxrnn.tasks.text_vocab`), then ``length`` times draws the next
     character from ``softmax(logits / temperature)`` and feeds it back,
-    carrying the recurrent state from step to step (one compiled loop;
-    :attr:`Model.run` continues from the carry, so each character costs one
-    step). ``temperature=0`` takes the most likely character every time.
+    carrying the recurrent state from step to step (:func:`jaxrnn.decode`
+    over :attr:`Model.run` as a step: one compiled loop, each character one
+    step; character ``t``'s key is ``fold_in(key, t)``). ``temperature=0``
+    takes the most likely character every time.
 
     Args:
       model: a :class:`Model` with ``run`` and ``V = 97`` outputs, e.g.
@@ -825,19 +836,39 @@ def _generate(
     run = model.run
     assert run is not None
     vocab = len(text_vocab())
-    carry, logits = run(params, _one_hot(prompt[None], vocab))
 
-    def step(state: tuple[Any, Array], k: PRNGKey) -> tuple[tuple[Any, Array], Array]:
-        carry, last = state
+    def initial_carry(batch_shape: Any = (1,), dtype: Any = jnp.float32) -> Any:
+        return run(params, jnp.zeros((*batch_shape, 0, vocab), dtype))[0]
+
+    def step(p: Params, carry: Any, x: Array) -> tuple[Any, Array]:
+        """One character ``[1, V]`` through the model: ``Model.run`` as a cell's step."""
+        carry, out = run(p, x[:, None, :], carry)
+        return carry, out[:, 0]
+
+    def scaled(logits: Array) -> Array:
         # Shifted so the largest logit is 0: a tiny temperature then sharpens towards the
         # argmax instead of overflowing to inf - inf.
-        scaled = (last - jnp.max(last)) / temperature
-        char = jnp.argmax(last) if greedy else jax.random.categorical(k, scaled)
-        carry, out = run(params, _one_hot(char[None, None], vocab), carry)
-        return (carry, out[0, -1]), char
+        return (logits - jnp.max(logits, axis=-1, keepdims=True)) / temperature
 
-    _, chars = jax.lax.scan(step, (carry, logits[0, -1]), jax.random.split(key, length))
-    return chars
+    def sample(k: PRNGKey | None, logits: Array) -> Array:
+        if greedy or k is None:
+            return jnp.argmax(logits, axis=-1)
+        return jax.random.categorical(k, logits)
+
+    # The prompt but its last character sets the carry; decoding reads the last one first.
+    carry, _ = run(params, _one_hot(prompt[None, :-1], vocab))
+    _, out = _decode.decode(
+        Cell(model.init, initial_carry, step),
+        params,
+        carry,
+        _one_hot(prompt[-1:], vocab),
+        length,
+        readout=scaled,
+        sample=sample,
+        embed=lambda ids: _one_hot(ids, vocab),
+        key=key,
+    )
+    return out.samples[:, 0]
 
 
 # --------------------------------------------------------------------------- the loop's parts

@@ -108,7 +108,7 @@ def test_train_bad_flags_exit_with_one_line(tmp_path, capsys, flags, message):
     assert message in err
     valid = {
         "--task": jaxrnn.tasks.NAMES,
-        "--cell": ("elman", "irnn", "lstm-chrono", "gru"),
+        "--cell": ("elman", "irnn", "lstm-chrono", "gru", "layernorm-lstm"),
         "--dtype": ("float32", "bfloat16"),
     }
     for flag, names in valid.items():
