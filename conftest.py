@@ -11,13 +11,14 @@
   sharded paths (data parallelism, sequences split across devices) run in
   the test process; every computation that does not ask for more runs on
   the first device, as with one;
-* no persistent compilation cache by default: with one per xdist worker,
-  jax 0.10.2 twice crashed a worker with a segmentation fault inside the
-  cache's write of an executable (``put_executable_and_time``) in a full run
-  on 2 cores, while the same tests pass without it. ``JAXRNN_TEST_COMPILATION_CACHE=on``
-  (a temporary directory per worker, deleted at the end) or ``=DIR`` (used
-  and kept) turns it back on: a program compiled by one test is then read
-  back by the others instead of compiled again;
+* a persistent compilation cache for each pytest-xdist worker, in a
+  temporary directory deleted at the end: a program compiled by one test (the
+  same train step, the same cell over the same shapes) is read back by the
+  others instead of compiled again (the command lines and notebooks the tests
+  start, whose programs differ, do not use it). One directory per worker: no
+  process reads an entry another is still writing, and JAX needs no locks.
+  ``JAXRNN_TEST_COMPILATION_CACHE=off`` turns it off; a directory given there
+  is used and kept;
 * the array annotations of jaxrnn are checked at runtime (STYLE.md point 4):
   jaxtyping's import hook decorates every function of the package with
   ``jaxtyped``, so arrays that contradict the shapes of a signature
@@ -96,9 +97,9 @@ _CACHE_VARIABLE = "JAXRNN_TEST_COMPILATION_CACHE"
 def _share_compilations(config: pytest.Config) -> None:
     """Point JAX's persistent compilation cache at this session's directory."""
     path = os.environ.get(_CACHE_VARIABLE)
-    if path in (None, "", "off"):
+    if path == "off":
         return
-    if path == "on":  # the controlling process: its xdist workers inherit the directory
+    if path is None:  # the controlling process: its xdist workers inherit the variable
         path = tempfile.mkdtemp(prefix="jaxrnn-test-compilations-")
         os.environ[_CACHE_VARIABLE] = path
         config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))

@@ -285,7 +285,10 @@ def test_stack_restarts_every_layer_and_both_directions():
     )
     xs = jax.random.normal(jax.random.key(2), (B, T, I), jnp.float64)  # batch-major
 
-    segment = jax.jit(lambda p, x, c: rnn.apply(p, x, carry=c, time_major=False))
+    # Every segment as one padded sequence of T steps with its length: one compiled program.
+    segment = jax.jit(
+        lambda p, x, c, n: rnn.apply(p, x, carry=c, lengths=n, time_major=False)
+    )  # fmt: skip
 
     def want_fn(p):
         ys, finals = [], []
@@ -295,8 +298,9 @@ def test_stack_restarts_every_layer_and_both_directions():
             parts = segments(RESETS[:, b], int(LENGTHS[b]))
             fwd, bwd = init[:, 0], init[:, 1]
             for s, e in parts:
-                c, y = segment(p, xs[b : b + 1, s:e], init)
-                out = out.at[:, s:e].set(y)
+                padded = jnp.zeros((1, T, I), xs.dtype).at[:, : e - s].set(xs[b : b + 1, s:e])
+                c, y = segment(p, padded, init, jnp.array([e - s]))
+                out = out.at[:, s:e].set(y[:, : e - s])
                 fwd = c[:, 0] if (s, e) == parts[-1] else fwd
                 bwd = c[:, 1] if (s, e) == parts[0] else bwd
             ys.append(out)
