@@ -321,6 +321,11 @@ def resolve_activation(activation: str | Activation, name: str = "activation") -
     )
 
 
+def default_activations(gate_fn: Activation, activation_fn: Activation) -> bool:
+    """Whether a gated cell uses σ and tanh, the activations its fused rules are written for."""
+    return gate_fn is jax.nn.sigmoid and activation_fn is jnp.tanh
+
+
 def check_callable(value: Any, name: str) -> Activation:
     """Return ``value``; raise a TypeError naming ``name`` unless it is callable."""
     if not callable(value):

@@ -26,6 +26,7 @@ from jaxrnn._cell import (
     check_param_dtype,
     check_positive_int,
     check_step_input,
+    default_activations,
     linear,
     to_rows,
 )
@@ -55,9 +56,7 @@ class GRUSpec(Spec):
 
         None unless the activations are σ and tanh, which the rules are written for.
         """
-        if self.gate_fn is jax.nn.sigmoid and self.activation_fn is jnp.tanh:
-            return _FUSED
-        return None
+        return _FUSED if default_activations(self.gate_fn, self.activation_fn) else None
 
     def carry_readout(self) -> Callable[[Any, Array], Array]:
         """``y_t = h_t``, the carry itself."""

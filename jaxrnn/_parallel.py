@@ -653,9 +653,8 @@ def _newton(
         return new, count, done | _passes(time, limits, f - guess, guess), iteration + 1
 
     num_rows = s0.shape[0]
-    guess = jnp.broadcast_to(s0, (xs.shape[0], *s0.shape))
+    guess = time.varying(jnp.broadcast_to(s0, (xs.shape[0], *s0.shape)))
     init = (guess, jnp.zeros(num_rows, jnp.int32), jnp.zeros(num_rows, bool), jnp.int32(0))
-    init = (time.varying(guess), *init[1:])
     states, count, _, _ = jax.lax.while_loop(
         lambda st: _keep_going(limits, st[3], st[2]), body, init
     )
