@@ -3,23 +3,36 @@
 Usage::
 
     python3 dev.py demo [ARGS...]   # install jaxrnn[plots], then run `jaxrnn demo ARGS...`
-    python3 dev.py test [ARGS...]   # lint + `pytest -n 2`; with ARGS: only `pytest -n 2 ARGS`
+    python3 dev.py test [ARGS...]   # lint, `pytest -n 2`, floors; with ARGS: `pytest -n 2 ARGS`
     python3 dev.py lint             # ruff check, ruff format --check, mypy
+    python3 dev.py floors [PYTHON]  # the smoke tests against the dependency floors (see below)
     python3 dev.py bench [ARGS...]  # install the peers, then `benchmarks/peers.py ARGS...`
 
 A virtualenv is created in `.venv` next to this file (override the location with the
 `JAXRNN_VENV` environment variable). Installation is skipped when a stamp file in the
 venv shows that `pyproject.toml` and the requested extras are unchanged. Each command
 is echoed with a `+ ` prefix; the script exits with the first non-zero exit code.
+
+`floors` tests the oldest releases that `pyproject.toml` allows, and the install a user
+makes: in a venv of its own (`.venv-floors`, or `.venv-floors-X.Y` for another
+interpreter PYTHON) it installs `jaxrnn[nnx] @ git+file://<this checkout>@<HEAD>` with
+every `>=` floor of `dependencies` and of the `nnx` extra pinned `==`, then runs the tests
+marked `smoke` from the same commit, against the installed copy. It tests the commit
+HEAD, not uncommitted changes (it says so when there are some): what it checks is what a
+`pip install` from git gets. The dependencies are reinstalled only when the floors change.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import re
 import shlex
 import subprocess
 import sys
+import tarfile
+import tempfile
 import venv
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,7 +81,8 @@ def ensure_env(profile: str) -> int:
         print(f"+ {shlex.quote(sys.executable)} -m venv {shlex.quote(str(VENV))}", flush=True)
         venv.create(VENV, with_pip=True)
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
-    digest.update(f"\0{extras}\0{TORCH if with_torch else ''}".encode())
+    # The version is read from jaxrnn/__init__.py: a new one must reach the installed metadata.
+    digest.update(f"\0{source_version()}\0{extras}\0{TORCH if with_torch else ''}".encode())
     stamp = VENV / f".jaxrnn-dev-{extras.replace(',', '-') or 'base'}.stamp"
     if stamp.exists() and stamp.read_text().strip() == digest.hexdigest():
         return 0
@@ -83,24 +97,190 @@ def ensure_env(profile: str) -> int:
     return 0
 
 
+def source_version() -> str:
+    """The version written in `jaxrnn/__init__.py` (the only place it is written)."""
+    text = (ROOT / "jaxrnn" / "__init__.py").read_text(encoding="utf-8")
+    found = re.findall(r'^__version__ = "([^"]+)"$', text, flags=re.MULTILINE)
+    return found[0] if len(found) == 1 else ""
+
+
+# `floors`: the dependency floors, installed from git, and the smoke tests.
+FLOORS_EXTRAS = ("nnx",)  # the extras whose floors are tested with the dependencies'
+FLOORS_TOOLS = ("pytest", "beartype")  # from the `test` extra: what conftest.py imports
+_FLOOR = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*>=\s*([^,;\s]+)\s*$")
+
+
+def floor_pins(pyproject: str) -> list[str]:
+    """`name==floor` for each requirement of `dependencies` and of the `FLOORS_EXTRAS`.
+
+    Every one of them must have the form `name>=floor` (a floor and no other bound,
+    no environment marker): a requirement that has none would leave the floors step
+    testing whatever release is newest.
+    """
+    import tomllib  # Python >= 3.11, checked in main()
+
+    project = tomllib.loads(pyproject)["project"]
+    requirements = list(project["dependencies"])
+    for extra in FLOORS_EXTRAS:
+        requirements += project["optional-dependencies"][extra]
+    pins = []
+    for requirement in requirements:
+        match = _FLOOR.match(requirement)
+        if match is None:
+            raise ValueError(
+                f"pyproject.toml: requirement {requirement!r}: expected `name>=floor`, the floor "
+                "that `python3 dev.py floors` installs and tests"
+            )
+        pins.append(f"{match[1]}=={match[2]}")
+    return pins
+
+
+def test_tools(pyproject: str) -> list[str]:
+    """The requirements of the `test` extra named in `FLOORS_TOOLS`, as written there."""
+    import tomllib
+
+    test = tomllib.loads(pyproject)["project"]["optional-dependencies"]["test"]
+    return [r for r in test if re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0] in FLOORS_TOOLS]
+
+
+def git(*args: str) -> str:
+    """The output of `git ARGS` in the repository root (raising if git fails)."""
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def interpreter_version(python: str) -> str:
+    """`X.Y` of the Python interpreter `python`."""
+    return subprocess.run(
+        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def install_floors(
+    python: str, env_dir: Path, commit: str, pins: list[str], tools: list[str]
+) -> int:
+    """Make `env_dir` a venv holding the `pins` and jaxrnn at `commit`, installed from git."""
+    version = interpreter_version(python)
+    digest = hashlib.sha256("\0".join([version, *pins, *tools]).encode()).hexdigest()
+    py = str(env_dir / ("Scripts/python.exe" if WINDOWS else "bin/python"))
+    pip = [py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    url = f"git+{ROOT.as_uri()}@{commit}"
+    stamp, installed = env_dir / ".jaxrnn-floors.stamp", env_dir / ".jaxrnn-floors.commit"
+    if stamp.exists() and stamp.read_text().strip() == digest:
+        # The floors are there: only jaxrnn itself changes with the commit.
+        if installed.exists() and installed.read_text().strip() == commit:
+            return 0
+        if code := run([*pip, "--no-deps", "--force-reinstall", f"jaxrnn @ {url}"]):
+            return code
+    else:
+        # A new venv: nothing newer than a floor may be left from an earlier install.
+        if code := run([python, "-m", "venv", "--clear", str(env_dir)]):
+            return code
+        constraints = env_dir / "floors.txt"
+        constraints.write_text("".join(f"{pin}\n" for pin in pins))
+        extras = ",".join(FLOORS_EXTRAS)
+        requirement = f"jaxrnn[{extras}] @ {url}"
+        if code := run_all(
+            [[*pip, "--upgrade", "pip"], [*pip, "-c", str(constraints), requirement, *tools]]
+        ):
+            return code
+        stamp.write_text(digest + "\n")
+    installed.write_text(commit + "\n")
+    return 0
+
+
+def floors(python: str | None = None) -> int:
+    """Install the floors and jaxrnn from git in a venv of their own; run the smoke tests."""
+    python = python or sys.executable
+    try:
+        suffix = "" if python == sys.executable else f"-{interpreter_version(python)}"
+    except (OSError, subprocess.CalledProcessError) as error:
+        print(f"dev.py floors: cannot run the interpreter {python!r} ({error})", file=sys.stderr)
+        return 2
+    env_dir = ROOT / f".venv-floors{suffix}"
+    py = str(env_dir / ("Scripts/python.exe" if WINDOWS else "bin/python"))
+    committed = ["conftest.py", "pyproject.toml", "tests"]
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        pyproject = git("show", f"{commit}:pyproject.toml")
+        dirty = git("status", "--porcelain", "--", "jaxrnn", *committed)
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", commit, *committed],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        print(f"dev.py floors: needs git and a commit to install ({error})", file=sys.stderr)
+        return 2
+    if dirty:
+        print(f"dev.py floors: testing commit {commit[:12]}, without these changes:\n{dirty}")
+    try:
+        pins, tools = floor_pins(pyproject), test_tools(pyproject)
+    except ValueError as error:
+        print(f"dev.py floors: {error}", file=sys.stderr)
+        return 2
+    if code := install_floors(python, env_dir, commit, pins, tools):
+        return code
+    with tempfile.TemporaryDirectory(prefix="jaxrnn-floors-") as tests_root:
+        # The commit's tests without its package, so that they import the installed copy.
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # 3.11.4+
+            tar.extractall(tests_root, **safe)  # type: ignore[arg-type]
+        smoke = sorted(
+            path.relative_to(tests_root).as_posix()
+            for path in Path(tests_root, "tests").glob("test_*.py")
+            if "@pytest.mark.smoke" in path.read_text(encoding="utf-8")
+        )
+        # Where jaxrnn is imported from, and the versions the tests run with.
+        probe = (
+            "import importlib.metadata as m, sys, jaxrnn; print(jaxrnn.__file__); "
+            "print(', '.join(n + ' ' + m.version(n) for n in sys.argv[1:]))"
+        )
+        names = [pin.split("==")[0] for pin in pins]
+        where = subprocess.run(
+            [py, "-c", probe, *names], cwd=tests_root, capture_output=True, text=True, check=False
+        )
+        if where.returncode or not where.stdout.startswith(str(env_dir)):
+            problem = where.stdout + where.stderr
+            print(f"dev.py floors: jaxrnn not imported from {env_dir}: {problem}", file=sys.stderr)
+            return 1
+        print(f"dev.py floors: {where.stdout.splitlines()[1]}", flush=True)
+        if not smoke:
+            print("dev.py floors: no test is marked @pytest.mark.smoke", file=sys.stderr)
+            return 1
+        cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "smoke", *smoke]
+        print(f"+ cd {shlex.quote(tests_root)} && {shlex.join(cmd)}", flush=True)
+        return subprocess.run(cmd, cwd=tests_root, check=False).returncode
+
+
 def main(argv: Sequence[str]) -> int:
-    """Dispatch `demo`, `test`, `lint` or `bench`; return the process exit code."""
+    """Dispatch `demo`, `test`, `lint`, `floors` or `bench`; return the process exit code."""
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(__doc__)
         return 0 if argv else 2
     command, rest = argv[0], list(argv[1:])
-    if command not in PROFILES:
+    if command not in {*PROFILES, "floors"}:
         print(
-            f"dev.py: unknown command {command!r} (expected demo, test, lint or bench)",
+            f"dev.py: unknown command {command!r} (expected demo, test, lint, floors or bench)",
             file=sys.stderr,
         )
         return 2
     if command == "lint" and rest:
         print("dev.py: `lint` takes no arguments", file=sys.stderr)
         return 2
+    if command == "floors" and len(rest) > 1:
+        print("dev.py: `floors` takes at most one argument, a Python interpreter", file=sys.stderr)
+        return 2
     if sys.version_info < (3, 11):  # noqa: UP036 -- dev.py may be run by an older python3
         print(f"dev.py: Python >= 3.11 required, found {sys.version.split()[0]}", file=sys.stderr)
         return 2
+    if command == "floors":
+        return floors(*rest)
     if code := ensure_env(command):
         return code
     if command == "demo":
@@ -111,7 +291,9 @@ def main(argv: Sequence[str]) -> int:
     pytest = [PY, "-m", "pytest", "-n", "2", *rest]
     if command == "lint":
         return run_all(lint)
-    return run_all([pytest] if rest else [*lint, pytest])
+    if rest:
+        return run(pytest)
+    return run_all([*lint, pytest]) or floors()
 
 
 if __name__ == "__main__":

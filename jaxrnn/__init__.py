@@ -99,7 +99,7 @@ _ATTRIBUTES = {
     "tbptt": "jaxrnn._tbptt",
 }
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "TBPTT",

@@ -109,6 +109,7 @@ def _clip(text: str) -> float | None:
 
 
 CELL_NAMES = ("elman", "irnn", "lstm", "lstm-chrono", "gru", "layernorm-lstm")
+INIT_NAMES = ("pytorch", "flax", "keras")  # jaxrnn._initializers.PRESETS
 TASK_NAMES = ("adding", "adding-hs97", "copy", "temporal-order", "text")  # tasks.NAMES
 CELL_HELP = (
     "elman: tanh Elman RNN; irnn: ReLU Elman with identity init (Le et al. 2015); "
@@ -116,6 +117,17 @@ CELL_HELP = (
     "(Tallec & Ollivier 2018); gru: GRU; layernorm-lstm: layer-normalised LSTM "
     "(Ba et al. 2016) with forget-gate bias 1"
 )
+INIT_HELP = (
+    "whose default initialisation the cell's params follow: pytorch (U(±1/√H) everywhere), "
+    "flax (flax.nnx's cells: lecun_normal input weights, orthogonal recurrent weights, zero "
+    "biases) or keras (glorot_uniform input weights, orthogonal recurrent weights, zero "
+    "biases, LSTM forget bias 1); what --cell names itself (lstm's forget bias 1, irnn's "
+    "identity and zero biases, lstm-chrono's chrono biases) overrides the preset "
+    "(default %(default)s)"
+)
+# `train`'s config leaves these out at their default, so that the runs made before the
+# flag keep their directory names and still resume.
+OMITTED_AT_DEFAULT = {"recurrent_dropout": 0.0, "init": "pytorch"}
 
 
 def _training_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
@@ -216,6 +228,7 @@ def _parser() -> argparse.ArgumentParser:
         "lengths [N], eval_xs, eval_targets, eval_lengths (else 10%% of the rows are held out)",
     )
     train.add_argument("--cell", choices=CELL_NAMES, default="lstm", help=CELL_HELP)
+    train.add_argument("--init", choices=INIT_NAMES, default="pytorch", help=INIT_HELP)
     train.add_argument("--layers", type=_positive_int, default=1, help="stacked layers (default 1)")
     train.add_argument(
         "--recurrent-dropout",
@@ -408,11 +421,11 @@ def _writable(parser: argparse.ArgumentParser, out: Path) -> None:
 
 def train_config(args: argparse.Namespace) -> dict[str, Any]:
     """What a ``train`` run computes: its flags but the output and control ones."""
-    config = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG}
-    if config.get("recurrent_dropout") == 0.0:
-        # Left out at its default, so that the runs made before the flag keep their
-        # directory names and still resume.
-        del config["recurrent_dropout"]
+    config = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in NOT_CONFIG and not (k in OMITTED_AT_DEFAULT and v == OMITTED_AT_DEFAULT[k])
+    }
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}
 
 
@@ -573,10 +586,14 @@ def _exit_code(error: BaseException) -> int | None:
 def _message(error: BaseException) -> str:
     """The error's text, in the command line's words (flags, not keyword arguments)."""
     if isinstance(error, runlog.ConfigMismatch):
+
+        def value(key: str, v: Any) -> Any:
+            return OMITTED_AT_DEFAULT[key] if v is None and key in OMITTED_AT_DEFAULT else v
+
         return "--resume: the run was made with other flags: " + ", ".join(
             "--data (the file's contents changed)"
             if k == "data_sha256"
-            else f"--{k.replace('_', '-')} {s!r} there, {g!r} now"
+            else f"--{k.replace('_', '-')} {value(k, s)!r} there, {value(k, g)!r} now"
             for k, (s, g) in error.differences.items()
         )
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -30,15 +30,18 @@ import optax
 import jaxrnn
 from jaxrnn import _demo, checkpoint, runlog, tasks, training
 
-CELLS: dict[str, Callable[[int, int], jaxrnn.Cell]] = {
-    "elman": lambda hidden, seq_len: jaxrnn.elman(hidden),
-    "irnn": lambda hidden, seq_len: jaxrnn.elman(
-        hidden, activation="relu", recurrent_init="identity"
+# --cell NAME -> (hidden, seq_len, init) -> the cell; what a name sets overrides the --init preset.
+CELLS: dict[str, Callable[[int, int, Any], jaxrnn.Cell]] = {
+    "elman": lambda hidden, seq_len, init: jaxrnn.elman(hidden, init=init),
+    "irnn": lambda hidden, seq_len, init: jaxrnn.elman(
+        hidden, activation="relu", recurrent_init="identity", init=init
     ),
-    "lstm": lambda hidden, seq_len: jaxrnn.lstm(hidden, forget_bias=1.0),
-    "lstm-chrono": lambda hidden, seq_len: jaxrnn.lstm(hidden, chrono=seq_len),
-    "gru": lambda hidden, seq_len: jaxrnn.gru(hidden),
-    "layernorm-lstm": lambda hidden, seq_len: jaxrnn.layernorm_lstm(hidden, forget_bias=1.0),
+    "lstm": lambda hidden, seq_len, init: jaxrnn.lstm(hidden, forget_bias=1.0, init=init),
+    "lstm-chrono": lambda hidden, seq_len, init: jaxrnn.lstm(hidden, chrono=seq_len, init=init),
+    "gru": lambda hidden, seq_len, init: jaxrnn.gru(hidden, init=init),
+    "layernorm-lstm": lambda hidden, seq_len, init: jaxrnn.layernorm_lstm(
+        hidden, forget_bias=1.0, init=init
+    ),
 }
 
 
@@ -59,7 +62,9 @@ class Setup:
                 "--seq-len: lstm-chrono draws its forget-gate biases from log U(1, T - 1) and "
                 f"needs T >= 2, got {self.task.seq_len}"
             )
-        self.cell = CELLS[flags.cell](flags.hidden, self.task.seq_len)
+        # --init is absent from the configs of runs made before the flag, and at its default.
+        init = config.get("init", "pytorch")
+        self.cell = CELLS[flags.cell](flags.hidden, self.task.seq_len, init)
         rate = config.get("recurrent_dropout", 0.0)  # absent from runs made before the flag
         cell = jaxrnn.recurrent_dropout(self.cell, rate) if rate else self.cell
         rnn = cell if flags.layers == 1 else jaxrnn.stack(cell, num_layers=flags.layers)

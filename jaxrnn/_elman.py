@@ -102,7 +102,8 @@ def elman(
     activation: str | Activation = "tanh",
     output_size: int | None = None,
     output_activation: str | Activation | None = None,
-    recurrent_init: inits.RecurrentInit = "uniform",
+    init: inits.Preset = "pytorch",
+    recurrent_init: inits.RecurrentInit | None = None,
     bias_init: Literal["uniform", "zeros"] | None = None,
     use_bias: bool = True,
 ) -> Cell:
@@ -120,11 +121,24 @@ def elman(
       activation: f: ``"tanh"``, ``"relu"``, ``"identity"``, ``"sigmoid"`` or a callable.
       output_size: O; when given, the cell has the output layer ``(w_hy, b_y)``.
       output_activation: g, as ``activation``; default identity. Only with ``output_size``.
+      init: whose default initialisation the params follow.
+        ``"pytorch"`` (default): U(±1/√H) everywhere (``nn.RNN``).
+        ``"flax"`` (``flax.nnx.SimpleCell``): ``w_ih`` lecun_normal
+        (variance 1/I), ``w_hh`` orthogonal, biases 0. ``"keras"``
+        (``keras.layers.SimpleRNN``): ``w_ih`` glorot_uniform
+        (U(±√(6/(I + H)))), ``w_hh`` orthogonal, biases 0. The peers have
+        one bias: it is ``b_ih`` here, ``b_hh`` is 0. The output layer
+        ``w_hy`` is drawn as the preset's dense layer: U(±1/√H),
+        lecun_normal (``flax.nnx.Linear``), glorot_uniform
+        (``keras.layers.Dense``); ``b_y`` as the biases. The options below
+        override the part of the preset they name.
       recurrent_init: ``"uniform"`` (PyTorch's U(±1/√H)), ``"orthogonal"``,
-        ``"identity"`` (IRNN, Le et al. 2015) or a callable ``(key, shape, dtype)``.
-      bias_init: ``"uniform"`` (U(±1/√H), PyTorch's default) or ``"zeros"``; by
-        default ``"zeros"`` with ``recurrent_init="identity"``, as IRNN
-        prescribes, and ``"uniform"`` otherwise.
+        ``"identity"`` (IRNN, Le et al. 2015) or a callable ``(key, shape, dtype)``;
+        None (default): the preset's.
+      bias_init: ``"uniform"`` (U(±1/√H), PyTorch's default) or ``"zeros"``
+        (all biases, ``b_y`` too); None (default): ``"zeros"`` with
+        ``recurrent_init="identity"``, as IRNN prescribes, else the
+        preset's (``"uniform"`` for ``"pytorch"``, ``"zeros"`` otherwise).
       use_bias: whether the cell has biases (PyTorch's ``bias``).
 
     Returns:
@@ -137,6 +151,9 @@ def elman(
       >>> h, y = cell.step(params, cell.initial_carry((4,)), jnp.ones((4, 2)))
       >>> h.shape, y.shape
       ((4, 16), (4, 1))
+      >>> flax = jaxrnn.elman(16, init="flax").init(jax.random.key(0), input_size=2)
+      >>> bool(jnp.allclose(flax.w_hh.T @ flax.w_hh, jnp.eye(16), atol=1e-5))
+      True
 
     References:
       Elman, "Finding structure in time", Cognitive Science 1990.
@@ -153,14 +170,16 @@ def elman(
         )
     elif output_activation is not None:
         raise ValueError("output_activation: only allowed together with output_size")
+    preset = inits.check_preset(init)
     inits.check_recurrent_init(recurrent_init, allow_identity=True)
     if bias_init is None:
-        bias_init = "zeros" if recurrent_init == "identity" else "uniform"
+        pytorch_uniform = preset == "pytorch" and recurrent_init != "identity"
+        bias_init = "uniform" if pytorch_uniform else "zeros"
     if bias_init not in ("uniform", "zeros"):
         raise ValueError(f"bias_init: expected 'uniform' or 'zeros', got {bias_init!r}")
     bound = inits.pytorch_bound(hidden_size)
 
-    def init(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> ElmanParams:
+    def init_params(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> ElmanParams:
         check_positive_int(input_size, "input_size")
         check_param_dtype(dtype)
         k_ih, k_hh, k_bi, k_bh, k_hy, k_by = jax.random.split(key, 6)
@@ -173,9 +192,9 @@ def elman(
             return inits.uniform(k, (size,), dtype, bound)
 
         params = ElmanParams(
-            w_ih=inits.uniform(k_ih, (hidden_size, input_size), dtype, bound),
-            w_hh=inits.recurrent_matrix(
-                recurrent_init, k_hh, 1, hidden_size, hidden_size, bound, dtype
+            w_ih=inits.dense_matrix(preset, k_ih, (hidden_size, input_size), bound, dtype),
+            w_hh=inits.recurrent_weights(
+                preset, recurrent_init, k_hh, 1, hidden_size, hidden_size, bound, dtype
             ),
             b_ih=bias(k_bi, hidden_size),
             b_hh=bias(k_bh, hidden_size),
@@ -183,7 +202,7 @@ def elman(
         if output_size is None:
             return params
         return params._replace(
-            w_hy=inits.uniform(k_hy, (output_size, hidden_size), dtype, bound),
+            w_hy=inits.dense_matrix(preset, k_hy, (output_size, hidden_size), bound, dtype),
             b_y=bias(k_by, output_size),
         )
 
@@ -210,7 +229,7 @@ def elman(
         new_carry = h.astype(carry.dtype).reshape(carry.shape)
         return new_carry, y.astype(out_dtype).reshape(*batch_shape, y.shape[-1])
 
-    return Cell(init, initial_carry, step, ElmanSpec(act, out_act, step=step))
+    return Cell(init_params, initial_carry, step, ElmanSpec(act, out_act, step=step))
 
 
 def _read_carry(params: Any, carry: Array) -> Array:

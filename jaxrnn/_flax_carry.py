@@ -1,5 +1,6 @@
-"""Carries in Flax's convention, shared by the Flax cell modules of :mod:`jaxrnn.nnx` and
-:mod:`jaxrnn.linen` (this module does not import flax).
+"""Carries in Flax's convention, for the cell modules of :mod:`jaxrnn.nnx` and :mod:`jaxrnn.linen`.
+
+This module does not import flax.
 
 Flax's LSTM cells carry the tuple ``(c, h)``; jaxrnn's carry the NamedTuple
 ``LSTMCarry(h, c)``. The cell modules written to Flax's ``RNNCellBase``
@@ -16,7 +17,7 @@ from jaxrnn._lstm import LSTMCarry
 
 
 def to_flax(carry: Carry) -> Any:
-    """jaxrnn's carry in Flax's convention: ``LSTMCarry(h, c)`` becomes the tuple ``(c, h)``.
+    """Convert to Flax's convention: ``LSTMCarry(h, c)`` becomes the tuple ``(c, h)``.
 
     Example:
       >>> import jaxrnn

@@ -88,8 +88,9 @@ class GRUParams(NamedTuple):
 def gru(
     hidden_size: int,
     *,
+    init: inits.Preset = "pytorch",
     chrono: int | None = None,
-    recurrent_init: inits.RecurrentInit = "uniform",
+    recurrent_init: inits.RecurrentInit | None = None,
     use_bias: bool = True,
     gate_fn: Activation = jax.nn.sigmoid,
     activation_fn: Activation = jnp.tanh,
@@ -112,10 +113,24 @@ def gru(
 
     Args:
       hidden_size: H.
+      init: whose default initialisation the params follow.
+        ``"pytorch"`` (default): U(±1/√H) everywhere (``nn.GRU``).
+        ``"flax"`` (``flax.nnx.GRUCell``): ``w_ih`` lecun_normal (variance
+        1/I), ``w_hh`` orthogonal over the whole ``[3H, H]`` matrix
+        (``w_hh.T @ w_hh = I``: the cell's one ``[H, 3H]`` recurrent
+        kernel), biases 0. ``"keras"`` (``keras.layers.GRU``, whose
+        ``reset_after=True`` is this cell's equations): ``w_ih``
+        glorot_uniform over the whole ``[3H, I]`` matrix (U(±√(6/(I + 3H)))),
+        ``w_hh`` orthogonal over the whole matrix, biases 0. Keras orders
+        the gates z, r, h, not r, z, n; with whole-matrix draws of
+        exchangeable rows the law is the same in either order. The options
+        below override the part of the preset they name.
       chrono: T_max for chrono initialisation (Tallec & Ollivier 2018) of the
-        update gate, which keeps h: b_iz ~ log U[1, T_max − 1], b_hz = 0.
-      recurrent_init: ``"uniform"`` (PyTorch's default), ``"orthogonal"`` (each
-        gate block orthogonal) or a callable ``(key, shape, dtype)`` per block.
+        update gate, which keeps h: b_iz ~ log U[1, T_max − 1], b_hz = 0; the
+        other gates keep the preset's biases.
+      recurrent_init: ``"uniform"`` (U(±1/√H), PyTorch's default),
+        ``"orthogonal"`` (each gate block orthogonal) or a callable
+        ``(key, shape, dtype)`` per block; None (default): the preset's.
       use_bias: whether the cell has biases (PyTorch's ``bias``).
       gate_fn: the element-wise activation of the gates r and z (default
         ``jax.nn.sigmoid``).
@@ -132,11 +147,15 @@ def gru(
       >>> h, y = cell.step(params, cell.initial_carry(), jnp.ones(3))  # no batch axis
       >>> h.shape, bool((y == h).all())
       ((8,), True)
+      >>> flax = jaxrnn.gru(8, init="flax").init(jax.random.key(0), input_size=3)
+      >>> bool(jnp.allclose(flax.w_hh.T @ flax.w_hh, jnp.eye(8), atol=1e-5)), float(flax.b_hh.max())
+      (True, 0.0)
 
     References:
       Cho et al., "Learning phrase representations using RNN encoder-decoder", 2014.
     """
     check_positive_int(hidden_size, "hidden_size")
+    preset = inits.check_preset(init)
     check_callable(gate_fn, "gate_fn")
     check_callable(activation_fn, "activation_fn")
     inits.check_recurrent_init(recurrent_init, allow_identity=False)
@@ -146,15 +165,17 @@ def gru(
     hsize = hidden_size
     bound = inits.pytorch_bound(hidden_size)
 
-    def init(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> GRUParams:
+    def init_params(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> GRUParams:
         check_positive_int(input_size, "input_size")
         check_param_dtype(dtype)
         k_ih, k_hh, k_bi, k_bh, k_chrono = jax.random.split(key, 5)
         params = GRUParams(
-            w_ih=inits.uniform(k_ih, (3 * hsize, input_size), dtype, bound),
-            w_hh=inits.recurrent_matrix(recurrent_init, k_hh, 3, hsize, hsize, bound, dtype),
-            b_ih=inits.uniform(k_bi, (3 * hsize,), dtype, bound) if use_bias else None,
-            b_hh=inits.uniform(k_bh, (3 * hsize,), dtype, bound) if use_bias else None,
+            w_ih=inits.dense_matrix(preset, k_ih, (3 * hsize, input_size), bound, dtype),
+            w_hh=inits.recurrent_weights(
+                preset, recurrent_init, k_hh, 3, hsize, hsize, bound, dtype, flax_whole=True
+            ),
+            b_ih=inits.bias_vector(preset, k_bi, 3 * hsize, bound, dtype) if use_bias else None,
+            b_hh=inits.bias_vector(preset, k_bh, 3 * hsize, bound, dtype) if use_bias else None,
         )
         if chrono is None or params.b_ih is None or params.b_hh is None:
             return params
@@ -185,7 +206,7 @@ def gru(
         return GRUGates(*(a.reshape(*x.shape[:-1], a.shape[-1]) for a in rows))
 
     spec = GRUSpec(gate_fn, activation_fn, step=step, gates=gates)
-    return Cell(init, initial_carry, step, spec)
+    return Cell(init_params, initial_carry, step, spec)
 
 
 class GRUGates(NamedTuple):

@@ -89,8 +89,9 @@ class LayerNormLSTMParams(NamedTuple):
 def layernorm_lstm(
     hidden_size: int,
     *,
-    forget_bias: float = 0.0,
-    recurrent_init: inits.RecurrentInit = "uniform",
+    init: inits.Preset = "pytorch",
+    forget_bias: float | None = None,
+    recurrent_init: inits.RecurrentInit | None = None,
     epsilon: float = 1e-5,
 ) -> Cell:
     r"""The LSTM with layer normalisation of Ba, Kiros & Hinton (2016).
@@ -119,12 +120,19 @@ def layernorm_lstm(
 
     Args:
       hidden_size: H, the size of ``h`` and of the cell state ``c``.
+      init: whose LSTM initialisation ``w_ih``, ``w_hh`` and ``b`` follow, as
+        in :func:`jaxrnn.lstm`: ``"pytorch"`` (default; U(±1/√H) weights),
+        ``"flax"`` (lecun_normal ``w_ih``, orthogonal ``w_hh`` blocks) or
+        ``"keras"`` (glorot_uniform ``w_ih`` and orthogonal ``w_hh``, each
+        over the whole matrix; forget block of ``b`` 1). ``b`` starts at 0
+        but for ``forget_bias`` with every preset; gains start at 1 and
+        ``beta_c`` at 0 with every preset.
       forget_bias: the initial value of the forget block of ``b`` (the other
-        blocks start at 0; Gers et al. 2000).
+        blocks start at 0; Gers et al. 2000); None (default): the preset's,
+        1 with ``init="keras"`` and 0 otherwise.
       recurrent_init: ``"uniform"`` (U(±1/√H), PyTorch's LSTM default),
         ``"orthogonal"`` (each gate block orthogonal) or a callable
-        ``(key, shape, dtype)`` per block. ``w_ih`` is U(±1/√H); gains start
-        at 1 and ``beta_c`` at 0.
+        ``(key, shape, dtype)`` per block; None (default): the preset's.
       epsilon: ε of every normalisation, a positive number.
 
     Returns:
@@ -146,7 +154,10 @@ def layernorm_lstm(
       Hochreiter & Schmidhuber, "Long short-term memory", 1997.
     """
     check_positive_int(hidden_size, "hidden_size")
+    preset = inits.check_preset(init)
     inits.check_recurrent_init(recurrent_init, allow_identity=False)
+    if forget_bias is None:
+        forget_bias = 1.0 if preset == "keras" else 0.0
     forget = as_float(forget_bias)
     if forget is None or not math.isfinite(forget):
         raise ValueError(f"forget_bias: expected a finite number, got {forget_bias!r}")
@@ -156,14 +167,16 @@ def layernorm_lstm(
     hsize = hidden_size
     bound = inits.pytorch_bound(hidden_size)
 
-    def init(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> LayerNormLSTMParams:
+    def init_params(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> LayerNormLSTMParams:
         check_positive_int(input_size, "input_size")
         check_param_dtype(dtype)
         k_ih, k_hh = jax.random.split(key)
         ones = jnp.ones((4 * hsize,), dtype)
         return LayerNormLSTMParams(
-            w_ih=inits.uniform(k_ih, (4 * hsize, input_size), dtype, bound),
-            w_hh=inits.recurrent_matrix(recurrent_init, k_hh, 4, hsize, hsize, bound, dtype),
+            w_ih=inits.dense_matrix(preset, k_ih, (4 * hsize, input_size), bound, dtype),
+            w_hh=inits.recurrent_weights(
+                preset, recurrent_init, k_hh, 4, hsize, hsize, bound, dtype
+            ),
             b=jnp.zeros((4 * hsize,), dtype).at[hsize : 2 * hsize].set(forget),
             gamma_ih=ones,
             gamma_hh=ones,
@@ -203,7 +216,7 @@ def layernorm_lstm(
         rows = _gate_rows(params, to_rows(carry.h), to_rows(x), eps)
         return LSTMGates(*(a.reshape(*x.shape[:-1], a.shape[-1]) for a in rows))
 
-    return Cell(init, initial_carry, step, LayerNormLSTMSpec(eps, step=step, gates=gates))
+    return Cell(init_params, initial_carry, step, LayerNormLSTMSpec(eps, step=step, gates=gates))
 
 
 def _gate_rows(params: LayerNormLSTMParams, h: Array, x: Array, eps: float) -> LSTMGates:

@@ -108,9 +108,10 @@ class LSTMCarry(NamedTuple):
 def lstm(
     hidden_size: int,
     *,
+    init: inits.Preset = "pytorch",
     forget_bias: float | None = None,
     chrono: int | None = None,
-    recurrent_init: inits.RecurrentInit = "uniform",
+    recurrent_init: inits.RecurrentInit | None = None,
     proj_size: int | None = None,
     use_bias: bool = True,
     gate_fn: Activation = jax.nn.sigmoid,
@@ -133,14 +134,28 @@ def lstm(
 
     Args:
       hidden_size: H, the size of the cell state c.
+      init: whose default initialisation the params follow.
+        ``"pytorch"`` (default): U(±1/√H) everywhere (``nn.LSTM``).
+        ``"flax"`` (``flax.nnx.LSTMCell``, ``flax.linen.LSTMCell``): each
+        gate's ``w_ih`` block lecun_normal (variance 1/I), each ``w_hh``
+        block orthogonal, biases 0. ``"keras"`` (``keras.layers.LSTM``):
+        ``w_ih`` glorot_uniform over the whole ``[4H, I]`` matrix
+        (U(±√(6/(I + 4H)))), ``w_hh`` orthogonal over the whole ``[4H, P]``
+        matrix (``w_hh.T @ w_hh = I``), biases 0 but the forget block of
+        ``b_ih``, 1 (``unit_forget_bias``). The peers have one bias: it is
+        ``b_ih`` here, ``b_hh`` is 0. A projection ``w_hr`` is drawn as the
+        preset's dense layer: U(±1/√H), lecun_normal, glorot_uniform. The
+        options below override the part of the preset they name.
       forget_bias: when given, the forget-gate biases start at this value
         (``b_ih`` = forget_bias, ``b_hh`` = 0 on the forget block; Gers et al.
-        2000, Jozefowicz et al. 2015); the other gates keep PyTorch's init.
-        None (default) keeps PyTorch's U(±1/√H) everywhere.
+        2000, Jozefowicz et al. 2015); the other gates keep the preset's init.
+        None (default): the preset's (1 with ``init="keras"``).
       chrono: T_max for chrono initialisation (Tallec & Ollivier 2018):
-        b_f ~ log U[1, T_max − 1], b_i = −b_f, recurrent biases of both gates 0.
-      recurrent_init: ``"uniform"`` (PyTorch's default), ``"orthogonal"`` (each
-        gate block orthogonal) or a callable ``(key, shape, dtype)`` per block.
+        b_f ~ log U[1, T_max − 1], b_i = −b_f, recurrent biases of both gates
+        0; the g and o gates keep the preset's biases.
+      recurrent_init: ``"uniform"`` (U(±1/√H), PyTorch's default),
+        ``"orthogonal"`` (each gate block orthogonal) or a callable
+        ``(key, shape, dtype)`` per block; None (default): the preset's.
       proj_size: P, PyTorch's ``proj_size``: h is projected to P features.
       use_bias: whether the cell has biases (PyTorch's ``bias``).
       gate_fn: the element-wise activation of the gates i, f and o
@@ -160,12 +175,18 @@ def lstm(
       >>> carry, y = cell.step(params, cell.initial_carry((8,)), jnp.ones((8, 4)))
       >>> carry.h.shape, carry.c.shape, y.shape
       ((8, 32), (8, 32), (8, 32))
+      >>> keras = jaxrnn.lstm(32, init="keras").init(jax.random.key(0), input_size=4)
+      >>> float(keras.b_ih[32:64].min()), float(jnp.abs(keras.b_hh).max())  # unit forget bias
+      (1.0, 0.0)
+      >>> bool(jnp.allclose(keras.w_hh.T @ keras.w_hh, jnp.eye(32), atol=1e-5))  # orthogonal
+      True
 
     References:
       Hochreiter & Schmidhuber, "Long short-term memory", 1997.
       Tallec & Ollivier, "Can recurrent neural networks warp time?", ICLR 2018.
     """
     check_positive_int(hidden_size, "hidden_size")
+    preset = inits.check_preset(init)
     check_callable(gate_fn, "gate_fn")
     check_callable(activation_fn, "activation_fn")
     inits.check_recurrent_init(recurrent_init, allow_identity=False)
@@ -183,18 +204,24 @@ def lstm(
     hsize = hidden_size
     out_size = hidden_size if proj_size is None else proj_size
     bound = inits.pytorch_bound(hidden_size)
+    if forget_bias is None and chrono is None and preset == "keras":
+        forget_bias = 1.0  # Keras's unit_forget_bias=True
 
-    def init(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> LSTMParams:
+    def init_params(key: PRNGKey, input_size: int, dtype: Any = jnp.float32) -> LSTMParams:
         check_positive_int(input_size, "input_size")
         check_param_dtype(dtype)
         k_ih, k_hh, k_bi, k_bh, k_hr, k_chrono = jax.random.split(key, 6)
         params = LSTMParams(
-            w_ih=inits.uniform(k_ih, (4 * hsize, input_size), dtype, bound),
-            w_hh=inits.recurrent_matrix(recurrent_init, k_hh, 4, hsize, out_size, bound, dtype),
-            b_ih=inits.uniform(k_bi, (4 * hsize,), dtype, bound) if use_bias else None,
-            b_hh=inits.uniform(k_bh, (4 * hsize,), dtype, bound) if use_bias else None,
+            w_ih=inits.dense_matrix(preset, k_ih, (4 * hsize, input_size), bound, dtype),
+            w_hh=inits.recurrent_weights(
+                preset, recurrent_init, k_hh, 4, hsize, out_size, bound, dtype
+            ),
+            b_ih=inits.bias_vector(preset, k_bi, 4 * hsize, bound, dtype) if use_bias else None,
+            b_hh=inits.bias_vector(preset, k_bh, 4 * hsize, bound, dtype) if use_bias else None,
             w_hr=(
-                None if proj_size is None else inits.uniform(k_hr, (proj_size, hsize), dtype, bound)
+                None
+                if proj_size is None
+                else inits.dense_matrix(preset, k_hr, (proj_size, hsize), bound, dtype)
             ),
         )
         if params.b_ih is None or params.b_hh is None:
@@ -242,7 +269,7 @@ def lstm(
         return LSTMGates(*(a.reshape(*x.shape[:-1], a.shape[-1]) for a in rows))
 
     spec = LSTMSpec(gate_fn, activation_fn, step=step, gates=gates)
-    return Cell(init, initial_carry, step, spec)
+    return Cell(init_params, initial_carry, step, spec)
 
 
 class LSTMGates(NamedTuple):

@@ -13,6 +13,7 @@ import pytest
 
 import jaxrnn
 import jaxrnn.interop
+import jaxrnn.linen
 import jaxrnn.nnx
 
 PUBLIC = {
@@ -81,13 +82,18 @@ PUBLIC = {
 def test_public_names_are_pinned():
     assert set(jaxrnn.__all__) == PUBLIC
     assert set(jaxrnn.interop.__all__) == {"from_torch", "to_torch_state_dict"}
-    assert set(jaxrnn.nnx.__all__) == {"Elman", "GRU", "LSTM"}
+    cells = {"GRUCell", "LRUCell", "LSTMCell", "LayerNormLSTMCell", "MinGRUCell", "MinLSTMCell"}
+    modules = {"Elman", "GRU", "LSTM", "LayerNormLSTM"}
+    assert set(jaxrnn.nnx.__all__) == modules | cells | {"ElmanCell", "SimpleCell"}
+    assert jaxrnn.nnx.SimpleCell is jaxrnn.nnx.ElmanCell
+    assert set(jaxrnn.linen.__all__) == modules | cells | {"SimpleCell"}
 
 
 def test_every_public_callable_has_a_docstring_with_an_example():
     modules = (
         jaxrnn,
         jaxrnn.interop,
+        jaxrnn.linen,
         jaxrnn.nnx,
         jaxrnn.tasks,
         jaxrnn.training,
@@ -100,8 +106,11 @@ def test_every_public_callable_has_a_docstring_with_an_example():
                 assert ">>>" in (obj.__doc__ or ""), f"{name} has no example"
 
 
-def test_importing_jaxrnn_does_not_import_torch():
-    code = "import sys, jaxrnn, jaxrnn.interop; assert 'torch' not in sys.modules"
+def test_importing_jaxrnn_does_not_import_torch_or_flax():
+    code = (
+        "import sys, jax, jaxrnn, jaxrnn.interop; jaxrnn.lstm(2).init(jax.random.key(0), 1); "
+        "jaxrnn.training; assert 'torch' not in sys.modules and 'flax' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -69,6 +69,7 @@ def test_params_have_the_requested_dtype(case):
         assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(dtype)}
 
 
+@pytest.mark.smoke
 def test_step_matches_the_numpy_equations(case):
     cell, params, carry, x = _setup(case, jnp.float64)
     new_carry, y = cell.step(params, carry, x)

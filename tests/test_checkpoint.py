@@ -216,6 +216,7 @@ def test_leaves_are_stored_under_their_key_paths(tmp_path):
         np.testing.assert_array_equal(flat[name], want)
 
 
+@pytest.mark.smoke
 def test_a_training_state_round_trips_by_name(tmp_path):
     params = {"rnn": {"w_hh": jnp.ones((3, 3)), "b": jnp.zeros(3)}, "out": jnp.ones((3, 1))}
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))

@@ -5,6 +5,8 @@ import math
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 import jaxrnn
@@ -139,3 +141,73 @@ def test_gradients_command(tmp_path, capsys):
     assert set(report["norms"]) == {"tanh RNN", "LSTM (forget bias 1)", "GRU"}
     assert all(len(v) == 12 for v in report["norms"].values())
     assert (tmp_path / "gradient_decay.png").is_file()
+
+
+def test_init_names_are_the_cells_presets():
+    from jaxrnn import _cli, _initializers
+
+    assert _cli.INIT_NAMES == _initializers.PRESETS
+
+
+@pytest.mark.parametrize(
+    ("cell", "init", "expected"),
+    [
+        ("gru", "flax", lambda: jaxrnn.gru(4, init="flax")),
+        ("lstm", "keras", lambda: jaxrnn.lstm(4, init="keras", forget_bias=1.0)),
+        ("lstm", "flax", lambda: jaxrnn.lstm(4, init="flax", forget_bias=1.0)),  # lstm's own bias
+        ("lstm-chrono", "flax", lambda: jaxrnn.lstm(4, init="flax", chrono=5)),
+        (
+            "irnn",
+            "keras",
+            lambda: jaxrnn.elman(4, activation="relu", recurrent_init="identity", init="keras"),
+        ),
+        (
+            "layernorm-lstm",
+            "keras",
+            lambda: jaxrnn.layernorm_lstm(4, forget_bias=1.0, init="keras"),
+        ),
+        ("elman", "pytorch", lambda: jaxrnn.elman(4)),
+    ],
+)
+def test_the_init_flag_builds_the_cell_with_the_preset(cell, init, expected):
+    from jaxrnn import _cli, _commands
+
+    args = _cli._parser().parse_args(
+        ["train", "--cell", cell, "--init", init, "--hidden", "4", "--seq-len", "5"]
+    )
+    _cli.resolve_train(args)
+    config = _cli.train_config(args)
+    assert ("init" in config) == (init != "pytorch")  # left out at its default
+    built = _commands.Setup(config).cell.init(jax.random.key(0), 3)
+    want = expected().init(jax.random.key(0), 3)
+    for u, v in zip(jax.tree.leaves(built), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_train_records_init_and_refuses_to_resume_with_another(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--cell", "gru", "--seq-len", "4", "--hidden", "4", "--steps", "2",
+            "--batch-size", "2", "--quiet", "--out", str(out)]  # fmt: skip
+    assert main([*argv, "--init", "flax"]) == 0
+    assert json.loads((out / "summary.json").read_text())["config"]["init"] == "flax"
+    capsys.readouterr()
+    assert exit_code([*argv, "--init", "keras", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("--resume: the run was made with other flags: --init 'flax' there, "
+                        "'keras' now\n")  # fmt: skip
+    assert exit_code([*argv, "--resume"]) == 2  # no --init: the default, pytorch
+    assert "--init 'flax' there, 'pytorch' now" in capsys.readouterr().err
+    assert main([*argv, "--init", "flax", "--steps", "3", "--resume"]) == 0
+    plain = tmp_path / "plain"
+    assert main([*argv[:-1], str(plain)]) == 0
+    assert "init" not in json.loads((plain / "summary.json").read_text())["config"]
+    capsys.readouterr()
+    assert exit_code([*argv[:-1], str(plain), "--init", "flax", "--resume"]) == 2
+    assert "--init 'pytorch' there, 'flax' now" in capsys.readouterr().err
+
+
+def test_an_unknown_init_flag_lists_the_presets(tmp_path, capsys):
+    assert exit_code(["train", "--out", str(tmp_path / "run"), "--init", "torch"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxrnn train: error: argument --init: invalid choice: 'torch'")
+    assert all(name in err for name in ("pytorch", "flax", "keras")) and err.count("\n") == 1

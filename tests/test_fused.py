@@ -68,6 +68,7 @@ def test_fused_in_checkpointed_chunks_equals_autodiff(case, reverse, lengths):
     _compare(run, (params, xs, carry), 1e-10)
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize(("case", "reverse", "lengths"), PLAIN, ids=_ids(PLAIN))
 def test_fused_equals_autodiff_float64(case, reverse, lengths):
     cell, params, carry, xs = _setup(case, jnp.float64)

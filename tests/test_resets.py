@@ -328,12 +328,14 @@ def test_nnx_modules_forward_resets():
     rnn = jnnx.LSTM(I, H, bidirectional=True, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(2), (B, T, I), jnp.float32)
     resets, lengths = jnp.asarray(RESETS).T, jnp.asarray(LENGTHS)
-    ys, final = rnn(x, lengths=lengths, resets=resets)
+    final, ys = rnn(x, seq_lengths=lengths, resets=resets, return_carry=True)
     want_final, want_ys = rnn.stack.apply(
         rnn.to_params(), x, lengths=lengths, resets=resets, time_major=False
     )
-    _assert_close((ys, final), (want_ys, want_final), 0)
-    assert not np.allclose(ys, rnn(x, lengths=lengths)[0])
+    # one bidirectional layer: nnx.Bidirectional's pair of Flax (c, h) carries
+    want_pair = tuple((want_final.c[0, d], want_final.h[0, d]) for d in range(2))
+    _assert_close((ys, final), (want_ys, want_pair), 0)
+    assert not np.allclose(ys, rnn(x, seq_lengths=lengths))
 
 
 def test_deer_takes_resets_like_scan():

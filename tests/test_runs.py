@@ -370,6 +370,7 @@ def test_cli_failures_are_one_line(tmp_path, capsys, monkeypatch, argv, code, me
     assert err.count("\n") == 1 and message in err, err
 
 
+@pytest.mark.smoke
 def test_help_and_version_without_jax():
     probe = textwrap.dedent("""
         import sys

@@ -73,6 +73,7 @@ def test_batch_major_equals_time_major(case, reverse):
     np.testing.assert_array_equal(got_ys, jnp.swapaxes(want_ys, 0, 1))
 
 
+@pytest.mark.smoke
 def test_padding_outputs_are_exactly_zero_and_carry_stops_at_the_length():
     cell = jaxrnn.lstm(4)
     params = cell.init(jax.random.key(0), 2, jnp.float64)

@@ -95,6 +95,7 @@ def test_split_time_equals_one_device(mesh, case, reverse):
     _close(got_inside, want)
 
 
+@pytest.mark.smoke
 def test_padding_never_reaches_a_gradient_on_any_device(mesh):
     cell = jaxrnn.mingru(4)
     params, xs, _ = _problem(cell)

@@ -158,6 +158,7 @@ def test_no_retrace_and_jit_equals_no_jit():
         np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.smoke
 def test_check_grads_through_a_bidirectional_stack():
     rnn = jaxrnn.stack(jaxrnn.gru(3), num_layers=2, bidirectional=True)
     params = rnn.init(jax.random.key(0), I, jnp.float64)

@@ -11,6 +11,12 @@ Gradients (``GRADIENT_CASES``) and packed sequences (``PACKED_CASES``) run on a 
 layouts per kind, which together have 1 and 2 layers, both directions, both
 layouts, with and without bias and ``hx``.
 
+Beyond the modules' own forward: modules whose weights are computed (parametrize,
+both weight norms, prune), bfloat16 and float64 modules, dropout = 1, a whole
+model's ``state_dict`` (and a ``torch.save`` file) under a prefix, the cells
+``nn.RNNCell/LSTMCell/GRUCell``, and the errors for hostile state dicts and for
+exporting cells PyTorch does not compute.
+
 XLA compiles slowly on a CPU: about 0.05 s per distinct operation and 1-3 s for
 the gradient of a stacked configuration. So forward checks run op by op
 (``jax.disable_jit``, fixture ``_op_by_op``), where the operations compiled for one
@@ -604,3 +610,533 @@ def test_to_torch_state_dict_rejects_elman_with_output_layer():
         params = jaxrnn.stack(jaxrnn.elman(H, output_size=2)).init(jax.random.key(0), I)
     with pytest.raises(ValueError, match="params"):
         to_torch_state_dict(params)
+
+
+# --------------------------------------------------------------------------------------
+# the weights a module computes with: parametrized, weight-normed, pruned
+# --------------------------------------------------------------------------------------
+
+
+def torch_then_jax(
+    module: torch.nn.Module, x: np.ndarray, *, key: Any = None, **options: Any
+) -> tuple[list[np.ndarray], list[np.ndarray], Any]:
+    """Import ``module`` first (before any torch forward refreshes a stale weight), then run both.
+
+    Returns the outputs and final states of torch and of ``from_torch``'s apply, as
+    float32 numpy arrays, and the imported params.
+    """
+    params, apply = from_torch(module, **options)
+    x_t = torch.tensor(x).to(next(module.parameters()).dtype)
+    with torch.no_grad():
+        out_t, state_t = module(x_t)
+    x_j = jnp.asarray(x).astype(jax.tree.leaves(params)[0].dtype)
+    out, state = apply(params, x_j, key=key)
+    got = [out, *unpack_state(module, state)]
+    want = [out_t, *unpack_state(module, state_t)]
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == tuple(w.shape)
+        assert str(g.dtype) == str(w.dtype).removeprefix("torch."), (g.dtype, w.dtype)
+    return (
+        [np.asarray(g.astype(jnp.float32)) for g in got],
+        [w.float().numpy() for w in want],
+        params,
+    )
+
+
+def assert_all_close(got: list[np.ndarray], want: list[np.ndarray], **tol: float) -> None:
+    tol = tol or {"rtol": RTOL, "atol": ATOL}
+    for name, g, w in zip(("output", "h_n", "c_n"), got, want, strict=False):
+        np.testing.assert_allclose(g, w, err_msg=name, **tol)
+
+
+class Scale(torch.nn.Module):
+    """A parametrization: the stored tensor times 1.5 (so the effective one differs)."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return 1.5 * w
+
+
+def test_parametrized_module_imports_the_parametrized_weights():
+    from torch.nn.utils import parametrize
+
+    module = make_module("lstm", num_layers=2, bidirectional=True)
+    parametrize.register_parametrization(module, "weight_hh_l0", Scale())
+    parametrize.register_parametrization(module, "bias_ih_l1_reverse", Scale())
+    assert "parametrizations.weight_hh_l0.original" in module.state_dict()
+    x = random_input(module, np.random.default_rng(20))
+    got, want, params = torch_then_jax(module, x)
+    assert_all_close(got, want)
+    original = module.parametrizations.weight_hh_l0.original
+    assert np.array_equal(params.first.forward.w_hh, 1.5 * original.detach().numpy())
+
+
+def test_weight_norm_parametrization_imports_exactly():
+    module = make_module("gru", num_layers=2)
+    torch.nn.utils.parametrizations.weight_norm(module, "weight_ih_l1")
+    with torch.no_grad():  # a trained magnitude, not the one weight_norm started from
+        module.parametrizations.weight_ih_l1.original0.mul_(1.7)
+    got, want, _ = torch_then_jax(module, random_input(module, np.random.default_rng(21)))
+    assert_all_close(got, want)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")
+def test_old_style_weight_norm_imports_the_weight_a_forward_computes():
+    # The old weight_norm stores the weight as a plain attribute, refreshed by a forward
+    # pre-hook: changing g (an optimizer step) leaves it stale until the next forward.
+    module = make_module("rnn_tanh")
+    torch.nn.utils.weight_norm(module, "weight_hh_l0")
+    with torch.no_grad():
+        module.weight_hh_l0_g.mul_(2.0)
+    stale = module.weight_hh_l0.detach().clone()
+    got, want, params = torch_then_jax(module, random_input(module, np.random.default_rng(22)))
+    assert_all_close(got, want)
+    assert not np.allclose(params.first.forward.w_hh, stale.numpy())
+
+
+def test_pruned_module_imports_the_masked_weights():
+    from torch.nn.utils import prune
+
+    module = make_module("lstm_proj", num_layers=2)
+    prune.l1_unstructured(module, "weight_hh_l0", amount=0.5)
+    prune.l1_unstructured(module, "weight_hr_l1", amount=0.5)
+    prune.l1_unstructured(module, "bias_hh_l1", amount=0.3)
+    with torch.no_grad():  # a training step on the unmasked tensor, no forward since
+        module.weight_hh_l0_orig.add_(0.25)
+    got, want, params = torch_then_jax(module, random_input(module, np.random.default_rng(23)))
+    assert_all_close(got, want)
+    mask = module.weight_hh_l0_mask.numpy()
+    w_hh = np.asarray(params.first.forward.w_hh)
+    assert (w_hh[mask == 0] == 0).all()
+    assert np.array_equal(w_hh[mask == 1], module.weight_hh_l0_orig.detach().numpy()[mask == 1])
+
+
+# --------------------------------------------------------------------------------------
+# dtypes
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["lstm_proj"])
+def test_bfloat16_module_keeps_its_dtype(kind):
+    module = make_module(kind, num_layers=2, bidirectional=True).to(torch.bfloat16)
+    got, want, params = torch_then_jax(module, random_input(module, np.random.default_rng(24)))
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.bfloat16)}
+    # Both round to bfloat16 (8 bits of mantissa) at every matmul; PyTorch also rounds
+    # its state every step, jaxrnn keeps the carry in float32.
+    assert_all_close(got, want, rtol=0.05, atol=0.03)
+    state = to_torch_state_dict(params)
+    for name, value in module.state_dict().items():
+        assert state[name].dtype == torch.bfloat16, name
+        assert torch.equal(state[name], value), name
+
+
+def test_float64_module_needs_and_uses_x64():
+    # The test suite runs with jax_enable_x64 on (conftest.py).
+    module = make_module("lstm", num_layers=2).double()
+    with jax.enable_x64(False):
+        with pytest.raises(TypeError, match="jax_enable_x64"):
+            from_torch(module)
+        with pytest.raises(TypeError, match="jax_enable_x64"):
+            from_torch(module.state_dict(), batch_first=False)
+    params, apply = from_torch(module)
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float64)}
+    x = random_input(module, np.random.default_rng(25)).astype(np.float64)
+    out, (h_n, c_n) = apply(params, jnp.asarray(x))
+    assert out.dtype == h_n.dtype == c_n.dtype == jnp.float64
+    with torch.no_grad():
+        out_t, (h_t, c_t) = module(torch.tensor(x))
+    for g, w in ((out, out_t), (h_n, h_t), (c_n, c_t)):
+        np.testing.assert_allclose(np.asarray(g), w.numpy(), rtol=1e-12, atol=1e-12)
+    state = to_torch_state_dict(params)
+    for name, value in module.state_dict().items():
+        assert state[name].dtype == torch.float64, name
+        assert torch.equal(state[name], value), name
+
+
+def test_mixed_or_integer_dtypes_are_refused():
+    state = make_module("gru").state_dict()
+    with pytest.raises(TypeError, match="one dtype"):
+        from_torch({**state, "bias_hh_l0": state["bias_hh_l0"].half()}, batch_first=False)
+    with pytest.raises(TypeError, match="bias_ih_l0"):
+        from_torch({**state, "bias_ih_l0": state["bias_ih_l0"].long()}, batch_first=False)
+    with pytest.raises(TypeError, match="weight_ih_l0"):
+        from_torch({**state, "weight_ih_l0": "not a tensor"}, batch_first=False)
+
+
+# --------------------------------------------------------------------------------------
+# dropout = 1, PackedSequence
+# --------------------------------------------------------------------------------------
+
+
+def test_dropout_one_is_accepted_and_matches_torch_in_both_modes():
+    # At rate 1 PyTorch's training mode zeroes every layer's input after the first:
+    # deterministic, so the keyed apply must equal the module in train mode too.
+    module = make_module("lstm", num_layers=3, bidirectional=True, dropout=1.0)
+    x = random_input(module, np.random.default_rng(26))
+    got_eval, want_eval, _ = torch_then_jax(module.eval(), x)
+    assert_all_close(got_eval, want_eval)
+    got, want, _ = torch_then_jax(module.train(), x, key=jax.random.key(0))
+    assert_all_close(got, want)
+    assert np.abs(got[0] - got_eval[0]).max() > 1e-3
+    # From a state_dict, with the rate given.
+    params, apply = from_torch(module.state_dict(), batch_first=False, dropout=1)
+    out, _ = apply(params, jnp.asarray(x), key=jax.random.key(1))
+    assert_close(out, want[0])
+
+
+@pytest.mark.filterwarnings("ignore:dropout option adds dropout after all but last")
+def test_dropout_one_on_one_layer_changes_nothing():
+    module = make_module("gru", dropout=1.0).train()
+    got, want, _ = torch_then_jax(module, random_input(module, np.random.default_rng(27)))
+    assert_all_close(got, want)
+
+
+@pytest.mark.parametrize("dropout", [-0.1, 1.5, True, "0.5"])
+def test_invalid_dropout_is_refused(dropout):
+    with pytest.raises(ValueError, match="dropout"):
+        from_torch(make_module("gru").state_dict(), batch_first=False, dropout=dropout)
+
+
+def test_apply_refuses_a_packed_sequence_and_says_what_to_pass():
+    module = make_module("lstm", batch_first=True)
+    params, apply = from_torch(module)
+    x = torch.tensor(random_input(module, np.random.default_rng(28)))
+    packed = pack_padded_sequence(x, torch.tensor(LENGTHS), batch_first=True, enforce_sorted=False)
+    with pytest.raises(TypeError, match=r"PackedSequence.*pad_packed_sequence.*lengths="):
+        apply(params, packed)
+    # What it says, done, equals the module on the packed sequence.
+    padded, lengths = pad_packed_sequence(packed, batch_first=True, total_length=T)
+    out, _ = apply(params, jnp.asarray(padded.numpy()), lengths=jnp.asarray(lengths.numpy()))
+    with torch.no_grad():
+        out_t, _ = pad_packed_sequence(module(packed)[0], batch_first=True, total_length=T)
+    assert_close(out, out_t.numpy())
+
+
+# --------------------------------------------------------------------------------------
+# a whole model's state_dict, with a prefix
+# --------------------------------------------------------------------------------------
+
+
+class Encoder(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(
+            I, H, num_layers=2, bidirectional=True, proj_size=P, batch_first=True
+        )
+        self.norm = torch.nn.LayerNorm(2 * P)
+
+
+class Model(torch.nn.Module):
+    """What a PyTorch user saves: the LSTM is one submodule among others."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embed = torch.nn.Embedding(11, I)
+        self.encoder = Encoder()
+        self.head = torch.nn.Linear(2 * P, 2)
+
+
+PREFIX = "encoder.lstm."
+
+
+def lstm_keys(state: dict[str, Any]) -> list[str]:
+    return [k for k in state if k.startswith(PREFIX)]
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections")
+def test_model_state_dict_round_trip_through_jaxrnn_is_identity():
+    model = Model(seed=30)
+    state = model.state_dict()
+    params, apply = from_torch(state, prefix=PREFIX, batch_first=True)
+    # The live model under the same prefix imports the same params.
+    live_params, _ = from_torch(model, prefix=PREFIX)
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, params, live_params))
+    x = random_input(model.encoder.lstm, np.random.default_rng(31))
+    with torch.no_grad():
+        out_t, (h_t, c_t) = model.encoder.lstm(torch.tensor(x))
+    out, (h_n, c_n) = apply(params, jnp.asarray(x))
+    for g, w in ((out, out_t), (h_n, h_t), (c_n, c_t)):
+        assert_close(g, w.numpy())
+
+    exported = to_torch_state_dict(params, prefix=PREFIX)
+    assert list(exported) == lstm_keys(state)
+    fresh = Model(seed=32)
+    assert not torch.equal(fresh.encoder.lstm.weight_ih_l0, model.encoder.lstm.weight_ih_l0)
+    result = fresh.load_state_dict(exported, strict=False)
+    assert not result.unexpected_keys
+    assert sorted(result.missing_keys) == sorted(set(state) - set(lstm_keys(state)))
+    got = fresh.state_dict()
+    for name in lstm_keys(state):
+        assert got[name].dtype == state[name].dtype, name
+        assert torch.equal(got[name], state[name]), name
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections")
+def test_import_from_a_torch_save_file(tmp_path):
+    model = Model(seed=33)
+    path = tmp_path / "model.pt"
+    torch.save(model.state_dict(), path)
+    loaded = torch.load(path)  # weights_only
+    params, apply = from_torch(
+        loaded, prefix=PREFIX, batch_first=True, mode="LSTM", hidden_size=H, proj_size=P
+    )
+    x = random_input(model.encoder.lstm, np.random.default_rng(34))
+    with torch.no_grad():
+        out_t, _ = model.encoder.lstm(torch.tensor(x))
+    assert_close(apply(params, jnp.asarray(x))[0], out_t.numpy())
+
+
+@pytest.mark.parametrize(
+    ("kind", "num_layers", "bidirectional", "bias"),
+    [
+        pytest.param("lstm_proj", 3, True, True, id="lstm_proj-L3-bi"),
+        pytest.param("gru", 2, True, False, id="gru-L2-bi-nobias"),
+        pytest.param("rnn_relu", 2, False, False, id="rnn_relu-L2-nobias"),
+    ],
+)
+def test_state_dict_alone_shows_the_configuration(kind, num_layers, bidirectional, bias):
+    # numpy arrays (not tensors), no hyper-parameter but the ones tensors cannot show.
+    module = make_module(kind, num_layers=num_layers, bidirectional=bidirectional, bias=bias)
+    state = {k: v.numpy() for k, v in module.state_dict().items()}
+    mode = {"rnn_relu": "rnn_relu"}.get(kind)
+    params, apply = from_torch(state, batch_first=False, mode=mode)
+    assert len(jax.tree.leaves(params.rest)[0]) == num_layers - 1
+    assert (params.first.backward is not None) == bidirectional
+    assert (params.first.forward.b_ih is not None) == bias
+    x = random_input(module, np.random.default_rng(35))
+    with torch.no_grad():
+        out_t, state_t = module(torch.tensor(x))
+    out, state_j = apply(params, jnp.asarray(x))
+    assert_close(out, out_t.numpy())
+    for g, w in zip(unpack_state(module, state_j), unpack_state(module, state_t), strict=True):
+        assert_close(g, w.numpy())
+    assert list(to_torch_state_dict(params)) == list(state)
+
+
+# --------------------------------------------------------------------------------------
+# nn.RNNCell, nn.LSTMCell, nn.GRUCell
+# --------------------------------------------------------------------------------------
+
+
+def make_cell(kind: str, bias: bool) -> torch.nn.RNNCellBase:
+    torch.manual_seed(40)
+    if kind == "lstm":
+        return torch.nn.LSTMCell(I, H, bias=bias)
+    if kind == "gru":
+        return torch.nn.GRUCell(I, H, bias=bias)
+    return torch.nn.RNNCell(I, H, bias=bias, nonlinearity=kind.removeprefix("rnn_"))
+
+
+PARAMS_TYPES = {
+    "lstm": jaxrnn.LSTMParams,
+    "gru": jaxrnn.GRUParams,
+    "rnn_tanh": jaxrnn.ElmanParams,
+    "rnn_relu": jaxrnn.ElmanParams,
+}
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_cells_import_step_and_export(kind, bias):
+    module = make_cell(kind, bias)
+    rng = np.random.default_rng(41)
+    params, cell = from_torch(module)
+    assert type(params) is PARAMS_TYPES[kind]
+    assert (params.b_ih is not None) == bias
+    # From a state_dict under a prefix, too (a plain RNN's needs its mode).
+    model = torch.nn.ModuleDict({"decoder": torch.nn.ModuleDict({"cell": module})})
+    mode = kind if kind.startswith("rnn") else None
+    params_sd, _ = from_torch(model.state_dict(), prefix="decoder.cell.", mode=mode)
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, params, params_sd))
+
+    for batch in ((B,), ()):  # batched [B, I] and unbatched [I], as PyTorch's cells
+        x = rng.standard_normal((*batch, I)).astype(np.float32)
+        h = rng.standard_normal((*batch, H)).astype(np.float32)
+        c = rng.standard_normal((*batch, H)).astype(np.float32)
+        with torch.no_grad():
+            if kind == "lstm":
+                want = module(torch.tensor(x), (torch.tensor(h), torch.tensor(c)))
+                carry_0 = jaxrnn.LSTMCarry(jnp.asarray(h), jnp.asarray(c))
+                carry, y = cell.step(params, carry_0, jnp.asarray(x))
+                got = (carry.h, carry.c)
+            else:
+                want = (module(torch.tensor(x), torch.tensor(h)),)
+                carry, y = cell.step(params, jnp.asarray(h), jnp.asarray(x))
+                got = (carry,)
+        assert_close(y, want[0].numpy())
+        for g, w in zip(got, want, strict=True):
+            assert_close(g, w.numpy())
+
+    state = to_torch_state_dict(params, prefix="decoder.cell.", cell=cell)
+    fresh = make_cell(kind, bias)
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.add_(1.0)
+    fresh_model = torch.nn.ModuleDict({"decoder": torch.nn.ModuleDict({"cell": fresh})})
+    fresh_model.load_state_dict(state)  # strict: exactly the cell's keys
+    for name, value in model.state_dict().items():
+        assert torch.equal(fresh_model.state_dict()[name], value), name
+
+
+def test_lstm_cell_params_with_projection_do_not_export_to_a_cell():
+    params, _ = from_torch(make_module("lstm_proj"))
+    with pytest.raises(ValueError, match="proj"):
+        to_torch_state_dict(params.first.forward)
+
+
+# --------------------------------------------------------------------------------------
+# hostile state dicts and arguments
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_state() -> dict[str, Any]:
+    return Model(seed=50).state_dict()
+
+
+def test_wrong_prefix_names_where_the_recurrent_weights_are(model_state):
+    with pytest.raises(ValueError, match=r"prefix.*'encoder\.lstm\.'"):
+        from_torch(model_state, prefix="decoder.lstm.", batch_first=True)
+    with pytest.raises(ValueError, match=r"ending in '\.'.*'encoder\.lstm\.'"):
+        from_torch(model_state, prefix="encoder.lstm", batch_first=True)
+    # No prefix: the model's other keys are unexpected, and the error says where to look.
+    with pytest.raises(ValueError, match=r"unexpected keys.*embed\.weight.*'encoder\.lstm\.'"):
+        from_torch(model_state, batch_first=True)
+    with pytest.raises(ValueError, match="no recurrent module"):
+        from_torch({"head.weight": torch.zeros(2, 2)}, prefix="head.", batch_first=True)
+
+
+def test_missing_and_unknown_keys_are_listed(model_state):
+    state = dict(model_state)
+    del state[PREFIX + "bias_hh_l1_reverse"], state[PREFIX + "weight_hr_l1"]
+    with pytest.raises(ValueError, match=r"missing.*encoder\.lstm\.weight_hr_l1") as error:
+        from_torch(state, prefix=PREFIX, batch_first=True)
+    assert "'encoder.lstm.bias_hh_l1_reverse'" in str(error.value)
+    state = {**model_state, PREFIX + "weight_xx_l0": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"unexpected.*encoder\.lstm\.weight_xx_l0"):
+        from_torch(state, prefix=PREFIX, batch_first=True)
+    state = {**model_state, PREFIX + "weight_ih_l2": model_state[PREFIX + "weight_ih_l1"]}
+    with pytest.raises(ValueError, match=r"num_layers=3.*missing.*weight_hh_l2"):
+        from_torch(state, prefix=PREFIX, batch_first=True)
+
+
+def test_state_dict_of_a_parametrized_module_says_what_to_do():
+    from torch.nn.utils import parametrize
+
+    module = make_module("gru")
+    parametrize.register_parametrization(module, "weight_hh_l0", Scale())
+    with pytest.raises(ValueError, match=r"parametrizations\.weight_hh_l0\.original.*live module"):
+        from_torch(module.state_dict(), batch_first=False)
+
+
+@pytest.mark.parametrize(
+    ("key", "shape"),
+    [
+        ("weight_ih_l1", (4 * H, 2 * P + 1)),  # layer 1 reads 2P features
+        ("bias_ih_l0_reverse", (4 * H + 1,)),
+        ("weight_hr_l1", (P, H + 1)),
+        ("weight_hh_l1", (4 * H, P, 1)),
+    ],
+)
+def test_inconsistent_shapes_name_the_key(model_state, key, shape):
+    state = {**model_state, PREFIX + key: torch.zeros(shape)}
+    with pytest.raises(ValueError, match=rf"encoder\.lstm\.{key}: expected shape"):
+        from_torch(state, prefix=PREFIX, batch_first=True)
+
+
+@pytest.mark.parametrize(
+    ("given", "shown_by"),
+    [
+        ({"hidden_size": H + 1}, "weight_hr_l0"),
+        ({"input_size": I + 1}, "weight_ih_l0"),
+        ({"num_layers": 3}, "weight_ih_l1"),
+        ({"bidirectional": False}, "_reverse"),
+        ({"proj_size": 0}, "weight_hr_l0"),
+        ({"bias": False}, "bias_ih_l0"),
+        ({"mode": "gru"}, "weight_hh_l0"),
+        ({"mode": "rnn"}, "rnn_tanh"),
+    ],
+    ids=lambda v: next(iter(v)) if isinstance(v, dict) else v,
+)
+def test_given_hyper_parameters_must_match_the_tensors(model_state, given, shown_by):
+    with pytest.raises(ValueError, match=next(iter(given))) as error:
+        from_torch(model_state, prefix=PREFIX, batch_first=True, **given)
+    assert shown_by in str(error.value)
+
+
+def test_what_tensors_cannot_show_is_required():
+    with pytest.raises(ValueError, match="batch_first"):
+        from_torch(make_module("lstm").state_dict())
+    with pytest.raises(ValueError, match=r"mode='rnn_tanh' or mode='rnn_relu'"):
+        from_torch(make_module("rnn_tanh").state_dict(), batch_first=False)
+    with pytest.raises(ValueError, match=r"mode='rnn_tanh' or mode='rnn_relu'"):
+        from_torch(make_cell("rnn_relu", True).state_dict())
+    with pytest.raises(ValueError, match=r"batch_first.*cell"):
+        from_torch(make_cell("gru", True).state_dict(), batch_first=True)
+
+
+def test_live_module_arguments_are_checked():
+    module = make_module("gru", num_layers=2)
+    with pytest.raises(ValueError, match="num_layers: given 3"):
+        from_torch(module, num_layers=3)
+    with pytest.raises(ValueError, match="mode: given 'lstm'"):
+        from_torch(module, mode="lstm")
+    with pytest.raises(ValueError, match="batch_first: given True"):
+        from_torch(module, batch_first=True)
+    with pytest.raises(ValueError, match="batch_first: not an option of GRUCell"):
+        from_torch(make_cell("gru", True), batch_first=False)
+    params, _ = from_torch(module, num_layers=2, hidden_size=H, mode="GRU", batch_first=False)
+    assert params.first.forward.w_hh.shape == (3 * H, H)
+    container = Model(seed=51)
+    with pytest.raises(TypeError, match=r"Model.*'encoder\.lstm\.'"):
+        from_torch(container)
+    with pytest.raises(ValueError, match=r"no submodule 'decoder'.*'encoder\.lstm\.'"):
+        from_torch(container, prefix="decoder.")
+    with pytest.raises(TypeError, match="source"):
+        from_torch([module])
+
+
+# --------------------------------------------------------------------------------------
+# export of cells PyTorch does not compute
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "cell"),
+    [
+        pytest.param("lstm", jaxrnn.lstm(H, gate_fn=jax.nn.hard_sigmoid), id="lstm-gate_fn"),
+        pytest.param("gru", jaxrnn.gru(H, activation_fn=jax.nn.soft_sign), id="gru-activation"),
+        pytest.param("rnn_tanh", jaxrnn.elman(H, activation="identity"), id="elman-identity"),
+        pytest.param("lstm", jaxrnn.layernorm_lstm(H), id="layernorm_lstm"),
+        pytest.param(
+            "gru", jaxrnn.gru(H)._replace(step=lambda p, c, x: (c, c)), id="replaced-step"
+        ),
+        pytest.param("gru", jaxrnn.lstm(H), id="cell-of-other-params"),
+    ],
+)
+def test_export_refuses_a_cell_torch_does_not_compute(kind, cell):
+    params, _ = from_torch(make_module(kind))
+    with pytest.raises(ValueError, match="cell"):
+        to_torch_state_dict(params, cell=cell)
+    with pytest.raises(ValueError, match="cell"):
+        to_torch_state_dict(params.first.forward, cell=cell)
+
+
+@pytest.mark.parametrize(
+    ("kind", "cell"),
+    [
+        ("lstm_proj", jaxrnn.lstm(H, proj_size=P)),
+        ("gru", jaxrnn.gru(H)),
+        ("rnn_relu", jaxrnn.elman(H, activation="relu")),
+    ],
+    ids=["lstm_proj", "gru", "rnn_relu"],
+)
+def test_export_accepts_the_cells_torch_computes(kind, cell):
+    module = make_module(kind, num_layers=2)
+    params, _ = from_torch(module)
+    state = to_torch_state_dict(params, cell=cell)
+    assert all(torch.equal(state[k], v) for k, v in module.state_dict().items())
+    with pytest.raises(TypeError, match="cell"):
+        to_torch_state_dict(params, cell=cell.step)
+    with pytest.raises(TypeError, match="params"):
+        to_torch_state_dict({"weight_ih_l0": params.first.forward.w_ih})

@@ -19,6 +19,7 @@ def _fit(model=None, tx=None, **kwargs):
     return training.fit(model, TASK, tx or training.optimizer(1e-2), **(options | kwargs))
 
 
+@pytest.mark.smoke
 def test_the_loss_decreases_and_the_step_compiles_once():
     model = training.readout(jaxrnn.gru(16), 1)
     params = model.init(jax.random.key(3), TASK.input_size)
