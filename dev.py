@@ -6,7 +6,8 @@ Usage::
     python3 dev.py test [ARGS...]   # lint, `pytest -n 2`, floors; with ARGS: `pytest -n 2 ARGS`
     python3 dev.py lint             # ruff check, ruff format --check, mypy
     python3 dev.py floors [PYTHON]  # the smoke tests against the dependency floors (see below)
-    python3 dev.py bench [ARGS...]  # install the peers, then `benchmarks/peers.py ARGS...`
+    python3 dev.py bench [--profile cpu|cuda|tpu] [--dry-run] [ARGS...]
+                                    # install the peers, then `benchmarks/peers.py ARGS...`
 
 A virtualenv is created in `.venv` next to this file (override the location with the
 `JAXRNN_VENV` environment variable). Installation is skipped when a stamp file in the
@@ -20,6 +21,22 @@ every `>=` floor of `dependencies` and of the `nnx` extra pinned `==`, then runs
 marked `smoke` from the same commit, against the installed copy. It tests the commit
 HEAD, not uncommitted changes (it says so when there are some): what it checks is what a
 `pip install` from git gets. The dependencies are reinstalled only when the floors change.
+
+`bench --profile` chooses the accelerator the peers run on (default: the
+`JAXRNN_BENCH_PROFILE` environment variable, else `cpu`); each profile has a venv of its
+own, so that one never replaces another's packages:
+
+- `cpu`: `.venv` (as `test`), CPU jax and the pinned CPU torch 2.13.0; peers.py runs with
+  `JAX_PLATFORMS=cpu CUDA_VISIBLE_DEVICES=` so that on a GPU machine no library takes it.
+- `cuda`: `.venv-bench-cuda`, `jax[cuda13]` and torch 2.14.1 (PyPI's build for CUDA 13,
+  the CUDA major of JAX's plugin); `JAX_PLATFORMS=cuda`, so that JAX fails rather than
+  falls back to the CPU.
+- `tpu`: `.venv-bench-tpu`, `jax[tpu]` and no torch (PyTorch has no TPU backend here; a
+  CPU torch would be compared across devices): the peers are Flax and Equinox;
+  `JAX_PLATFORMS=tpu`.
+
+`--dry-run` prints the install and benchmark commands without running them. Options of
+`peers.py` follow (`--quick`, `--tf32`, ...): see `benchmarks/README.md`.
 """
 
 from __future__ import annotations
@@ -34,7 +51,8 @@ import sys
 import tarfile
 import tempfile
 import venv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -58,11 +76,18 @@ def tool(name: str) -> str:
     return str(BIN / (f"{name}.exe" if WINDOWS else name))
 
 
-def run(cmd: Sequence[str]) -> int:
-    """Echo `cmd` with a `+ ` prefix, run it from the repo root, return its exit code."""
-    print("+ " + shlex.join(cmd), flush=True)
-    env = dict(os.environ, VIRTUAL_ENV=str(VENV))
-    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+def run(
+    cmd: Sequence[str], env_dir: Path = VENV, extra_env: Mapping[str, str] | None = None
+) -> int:
+    """Echo `cmd` with a `+ ` prefix, run it from the repo root, return its exit code.
+
+    It runs with the venv `env_dir` activated and `extra_env` added to the environment.
+    """
+    shown = "".join(f"{k}={shlex.quote(v)} " for k, v in (extra_env or {}).items())
+    print("+ " + shown + shlex.join(cmd), flush=True)
+    env = dict(os.environ, VIRTUAL_ENV=str(env_dir), **(extra_env or {}))
+    bin_dir = env_dir / ("Scripts" if WINDOWS else "bin")
+    env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
     return subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
 
 
@@ -77,24 +102,144 @@ def run_all(cmds: Sequence[Sequence[str]]) -> int:
 def ensure_env(profile: str) -> int:
     """Create the venv if needed and (re)install the project when the stamp is stale."""
     extras, with_torch = PROFILES[profile]
-    if not Path(PY).exists():
-        print(f"+ {shlex.quote(sys.executable)} -m venv {shlex.quote(str(VENV))}", flush=True)
-        venv.create(VENV, with_pip=True)
+    return install(VENV, extras, TORCH if with_torch else "")
+
+
+def install_commands(env_dir: Path, extras: str, torch: str, jax: str) -> list[list[str]]:
+    """The pip commands that `install` runs in the venv `env_dir`.
+
+    Args:
+      env_dir: the venv.
+      extras: the project's extras, comma-separated.
+      torch: a torch requirement installed first, on its own ("" for none).
+      jax: a requirement installed with the project, e.g. `jax[cuda13]` ("" for none).
+
+    Returns:
+      The commands, in order.
+    """
+    py = str(env_dir / ("Scripts/python.exe" if WINDOWS else "bin/python"))
+    pip = [py, "-m", "pip", "install"]
+    cmds = [[*pip, "--quiet", "--upgrade", "pip"]]
+    if torch:
+        cmds.append([*pip, torch])
+    cmds.append([*pip, "-e", f".[{extras}]" if extras else ".", *([jax] if jax else [])])
+    return cmds
+
+
+def install(env_dir: Path, extras: str, torch: str, jax: str = "", dry_run: bool = False) -> int:
+    """Create the venv `env_dir` if needed and run `install_commands` when its stamp is stale.
+
+    With `dry_run`, only print what would be run (the venv is neither created nor changed).
+    """
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
     # The version is read from jaxrnn/__init__.py: a new one must reach the installed metadata.
-    digest.update(f"\0{source_version()}\0{extras}\0{TORCH if with_torch else ''}".encode())
-    stamp = VENV / f".jaxrnn-dev-{extras.replace(',', '-') or 'base'}.stamp"
+    digest.update(f"\0{source_version()}\0{extras}\0{torch}".encode())
+    if jax:
+        digest.update(f"\0{jax}".encode())
+    stamp = env_dir / f".jaxrnn-dev-{extras.replace(',', '-') or 'base'}.stamp"
     if stamp.exists() and stamp.read_text().strip() == digest.hexdigest():
         return 0
-    pip = [PY, "-m", "pip", "install"]
-    cmds = [[*pip, "--quiet", "--upgrade", "pip"]]
-    if with_torch:
-        cmds.append([*pip, TORCH])
-    cmds.append([*pip, "-e", f".[{extras}]" if extras else "."])
-    if code := run_all(cmds):
-        return code
+    cmds = install_commands(env_dir, extras, torch, jax)
+    py = cmds[0][0]
+    if dry_run:
+        if not Path(py).exists():
+            print(f"+ {shlex.quote(sys.executable)} -m venv {shlex.quote(str(env_dir))}")
+        print("".join(f"+ {shlex.join(cmd)}\n" for cmd in cmds), end="", flush=True)
+        return 0
+    if not Path(py).exists():
+        print(f"+ {shlex.quote(sys.executable)} -m venv {shlex.quote(str(env_dir))}", flush=True)
+        venv.create(env_dir, with_pip=True)
+    for cmd in cmds:
+        if code := run(cmd, env_dir):
+            return code
     stamp.write_text(digest.hexdigest() + "\n")
     return 0
+
+
+# `bench --profile`: the accelerator the peers run on (the module docstring says why each).
+@dataclass(frozen=True)
+class BenchProfile:
+    """How `dev.py bench` installs and runs the peers for one accelerator.
+
+    Attributes:
+      venv: the profile's venv.
+      torch: the torch requirement, installed first ("" for no torch).
+      jax: the jax requirement installed with the project ("" for the project's own).
+      extras: the project's extras.
+      env: added to peers.py's environment.
+    """
+
+    venv: Path
+    torch: str
+    jax: str
+    extras: str
+    env: dict[str, str]
+
+
+BENCH_PROFILES: dict[str, BenchProfile] = {
+    "cpu": BenchProfile(
+        VENV, TORCH, "", "bench,interop", {"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
+    ),
+    "cuda": BenchProfile(
+        ROOT / ".venv-bench-cuda",
+        "torch==2.14.1",  # PyPI's Linux build of 2.14.1 is for CUDA 13, as jax[cuda13]
+        "jax[cuda13]",
+        "bench,interop",
+        {"JAX_PLATFORMS": "cuda"},
+    ),
+    "tpu": BenchProfile(
+        ROOT / ".venv-bench-tpu", "", "jax[tpu]", "bench", {"JAX_PLATFORMS": "tpu"}
+    ),
+}
+
+
+def bench_args(argv: Sequence[str]) -> tuple[str, bool, list[str]]:
+    """Split `bench`'s arguments into (profile, dry run?, the arguments for peers.py).
+
+    The profile is `--profile NAME` (or `--profile=NAME`), else `JAXRNN_BENCH_PROFILE`,
+    else `cpu`.
+
+    Raises:
+      ValueError: for a profile that `BENCH_PROFILES` lacks, or `--profile` without a name.
+    """
+    profile, dry_run, rest = os.environ.get("JAXRNN_BENCH_PROFILE") or "cpu", False, []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--dry-run":
+            dry_run = True
+        elif arg == "--profile":
+            profile = next(args, "")
+            if not profile:
+                raise ValueError("`--profile` needs a name")
+        elif arg.startswith("--profile="):
+            profile = arg.partition("=")[2]
+        else:
+            rest.append(arg)
+    if profile not in BENCH_PROFILES:
+        raise ValueError(
+            f"unknown bench profile {profile!r} (from --profile or JAXRNN_BENCH_PROFILE; "
+            f"expected one of {', '.join(BENCH_PROFILES)})"
+        )
+    return profile, dry_run, rest
+
+
+def bench(argv: Sequence[str]) -> int:
+    """Install the profile's venv, then run `benchmarks/peers.py` in it."""
+    try:
+        name, dry_run, rest = bench_args(argv)
+    except ValueError as error:
+        print(f"dev.py bench: {error}", file=sys.stderr)
+        return 2
+    profile = BENCH_PROFILES[name]
+    if code := install(profile.venv, profile.extras, profile.torch, profile.jax, dry_run):
+        return code
+    py = str(profile.venv / ("Scripts/python.exe" if WINDOWS else "bin/python"))
+    cmd = [py, str(ROOT / "benchmarks" / "peers.py"), *rest]
+    if dry_run:
+        shown = "".join(f"{k}={shlex.quote(v)} " for k, v in profile.env.items())
+        print("+ " + shown + shlex.join(cmd), flush=True)
+        return 0
+    return run(cmd, profile.venv, profile.env)
 
 
 def source_version() -> str:
@@ -281,12 +426,12 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if command == "floors":
         return floors(*rest)
+    if command == "bench":
+        return bench(rest)
     if code := ensure_env(command):
         return code
     if command == "demo":
         return run([tool("jaxrnn"), "demo", *rest])
-    if command == "bench":
-        return run([PY, str(ROOT / "benchmarks" / "peers.py"), *rest])
     lint = [[tool("ruff"), "check", "."], [tool("ruff"), "format", "--check", "."], [tool("mypy")]]
     pytest = [PY, "-m", "pytest", "-n", "2", *rest]
     if command == "lint":

@@ -1,9 +1,12 @@
 """One recurrent layer in each library, timed inside a worker process of its own.
 
-``python benchmarks/_libraries.py LIBRARY`` is started by ``peers.py``; it reads
+``python benchmarks/_libraries.py LIBRARY [PRECISION]`` is started by ``peers.py``
+(``PRECISION``: ``highest``, the default, or ``tf32``; see ``configure``); it reads
 one JSON request per line on stdin and answers one JSON line on stdout:
 
-* ``{"op": "info"}`` -> the library's version and device;
+* ``{"op": "info"}`` -> the library's version, the device it runs on (``platform``:
+  ``cpu``, ``gpu`` or ``tpu``; ``device_kind``: ``cpu``, ``NVIDIA H200``, ...) and
+  the float32 matmul precision it set (``matmul_precision``);
 * ``{"op": "peak"}`` -> the best float32 matmul rate of square products (JAX only);
 * ``{"op": "setup", "cell", "mode", "T", "B", "I", "H"}`` -> builds the
   computation and runs it twice: the first call's seconds (compilation for the
@@ -41,11 +44,20 @@ def _jax_sync(fn: Callable[..., Any], *args: Any) -> Runner:
     return lambda: jax.block_until_ready(fn(*args))
 
 
-def _jax_device() -> str:
+def _jax_device() -> dict[str, str]:
     import jax
 
-    device = jax.devices()[0]
-    return f"{device.platform}: {getattr(device, 'device_kind', device)}"
+    try:
+        device = jax.devices()[0]
+    except Exception as e:  # jax 0.10 raises a bare AssertionError for a missing platform
+        wanted = os.environ.get("JAX_PLATFORMS")
+        raise RuntimeError(
+            f"JAX found no device (JAX_PLATFORMS={wanted!r}: is its jax plugin installed? "
+            f"{type(e).__name__}: {e})"
+        ) from e
+    kind = str(getattr(device, "device_kind", device))
+    platform = device.platform
+    return {"platform": platform, "device_kind": kind, "device": f"{platform}: {kind}"}
 
 
 def _inputs(r: dict[str, Any]) -> tuple[Any, Any]:
@@ -242,12 +254,65 @@ def setup_torch(r: dict[str, Any]) -> Runner:
     return infer
 
 
-def torch_device() -> str:
+def torch_device() -> dict[str, str]:
+    """The device ``setup_torch`` runs on: ``platform`` ``gpu`` (CUDA) or ``cpu``, and its kind.
+
+    The platform and kind are spelled as JAX spells them (``gpu``, ``NVIDIA H200``;
+    ``cpu``, ``cpu``), so that the report can compare the libraries' devices.
+    """
     import torch
 
     if torch.cuda.is_available():
-        return "cuda: " + torch.cuda.get_device_name(0) + " (cuDNN)"
-    return f"cpu: {torch.get_num_threads()} threads"
+        kind = torch.cuda.get_device_name(0)
+        return {"platform": "gpu", "device_kind": kind, "device": f"cuda: {kind} (cuDNN)"}
+    threads = torch.get_num_threads()
+    return {"platform": "cpu", "device_kind": "cpu", "device": f"cpu: {threads} threads"}
+
+
+# The float32 matmul precisions a worker can be asked for: TF32 off, or on.
+PRECISIONS = ("highest", "tf32")
+
+
+def configure(library: str, precision: str) -> dict[str, Any]:
+    """Pin the float32 matmul precision of this worker's library, before any computation.
+
+    ``highest`` keeps full float32 products (TF32 off); ``tf32`` lets NVIDIA GPUs use
+    TensorFloat32. JAX workers set ``jax_default_matmul_precision`` (``"highest"`` or
+    ``"tensorfloat32"``); the torch worker sets ``torch.set_float32_matmul_precision``
+    (``"highest"`` or ``"high"``) and the TF32 switches of cuBLAS and cuDNN (the
+    latter covers cuDNN's RNNs). On a CPU neither changes float32 results.
+
+    Args:
+      library: a name of ``LIBRARIES``.
+      precision: one of ``PRECISIONS``.
+
+    Returns:
+      What was set, read back from the library: ``matmul_precision`` and, for torch,
+      ``tf32`` (the cuBLAS and cuDNN switches).
+
+    Raises:
+      ValueError: for a precision not in ``PRECISIONS``.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"matmul precision {precision!r}: expected one of {PRECISIONS}")
+    tf32 = precision == "tf32"
+    if library == "torch":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        return {
+            "matmul_precision": torch.get_float32_matmul_precision(),
+            "tf32": {
+                "cuda.matmul": torch.backends.cuda.matmul.allow_tf32,
+                "cudnn": torch.backends.cudnn.allow_tf32,
+            },
+        }
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
+    return {"matmul_precision": jax.default_matmul_precision.value}
 
 
 LIBRARIES: dict[str, tuple[str, Callable[[dict[str, Any]], Runner]]] = {
@@ -284,22 +349,32 @@ def matmul_peak() -> dict[str, Any]:
     return best
 
 
-def serve(library: str) -> None:
-    """Answer requests on stdin until it closes."""
+def serve(library: str, precision: str = "highest") -> None:
+    """Pin the matmul precision, then answer requests on stdin until it closes."""
     import importlib.metadata
 
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     sys.stdout = sys.stderr  # anything a library prints stays off the protocol
     package, setup = LIBRARIES[library]
     runner: Runner | None = None
+    if precision not in PRECISIONS:
+        raise ValueError(f"matmul precision {precision!r}: expected one of {PRECISIONS}")
+    pinned: dict[str, Any] | None = None
+    failure = ""
+    try:
+        pinned = configure(library, precision)
+    except Exception as e:  # e.g. the library is not installed: every request answers this
+        failure = f"{type(e).__name__}: {e}"[:500]
     for line in sys.stdin:
         request = json.loads(line)
         answer: dict[str, Any]
         try:
-            if request["op"] == "info":
+            if pinned is None:
+                answer = {"error": failure}
+            elif request["op"] == "info":
                 device = torch_device() if library == "torch" else _jax_device()
                 version = importlib.metadata.version(package)
-                answer = {"version": version, "device": device}
+                answer = {"version": version, **device, **pinned}
             elif request["op"] == "peak":
                 answer = matmul_peak()
             elif request["op"] == "setup":
@@ -328,4 +403,6 @@ def serve(library: str) -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    if not 2 <= len(sys.argv) <= 3 or sys.argv[1] not in LIBRARIES:
+        sys.exit(f"usage: _libraries.py {{{','.join(LIBRARIES)}}} [{'|'.join(PRECISIONS)}]")
+    serve(*sys.argv[1:])

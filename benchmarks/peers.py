@@ -20,10 +20,16 @@ Usage::
 
     python benchmarks/peers.py                # the full grid (about an hour on 2 cores)
     python benchmarks/peers.py --quick        # a few sizes, a few minutes
+    python benchmarks/peers.py --tf32         # let both sides use TF32 on NVIDIA GPUs
     python benchmarks/peers.py --render       # rewrite the report from the JSON
 
-The same command runs on a GPU, where the PyTorch peer runs cuDNN and
-``jax.experimental.rnn`` (cuDNN LSTM in JAX) joins as the peer ``jax-cudnn``.
+The same command runs on a GPU (installed by ``python3 dev.py bench --profile cuda``),
+where the PyTorch peer runs cuDNN and ``jax.experimental.rnn`` (cuDNN LSTM in JAX)
+joins as the peer ``jax-cudnn``. Every worker reports the device it ran on and the
+float32 matmul precision it pinned (``highest``, TF32 off, unless ``--tf32``); the
+report refuses the targets' verdicts when the libraries ran on different kinds of
+device. JAX workers allocate GPU memory as they need it
+(``XLA_PYTHON_CLIENT_PREALLOCATE=false``) instead of 75% of it each.
 Results: ``benchmarks/results/peers[_quick].{json,md,png}``.
 """
 
@@ -51,6 +57,10 @@ LIBRARIES = ("jaxrnn", "torch", "flax", "nnx", "equinox", "jax-cudnn")
 PEERS = LIBRARIES[1:]
 CELLS = ("lstm", "gru", "elman")
 GATES = {"lstm": 4, "gru": 3, "elman": 1}
+# Set in every JAX worker's environment: without it each of up to five JAX processes
+# would take 75% of the GPU's memory when it starts.
+JAX_WORKER_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+NOT_RECORDED = "not recorded"
 
 
 def input_size(hidden: int) -> int:
@@ -86,20 +96,39 @@ def flops(p: dict[str, Any]) -> float:
     return 3 * forward if p["mode"] == "train" else forward
 
 
+def worker_env(library: str, source: Path | None = None) -> dict[str, str]:
+    """The environment of a library's worker process.
+
+    Args:
+      library: a library name (``jaxrnn@REV`` for a baseline).
+      source: a directory put first on ``PYTHONPATH`` (another revision's ``jaxrnn``).
+
+    Returns:
+      This process's environment, with ``JAX_WORKER_ENV`` for every library but torch.
+    """
+    env = dict(os.environ)
+    if library.split("@")[0] != "torch":
+        env.update(JAX_WORKER_ENV)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
+    return env
+
+
 class Worker:
     """A library's worker process, spoken to in JSON lines.
 
     ``source``: a directory holding another revision's ``jaxrnn`` package, put
-    first on the worker's path (the ``--baseline`` comparison).
+    first on the worker's path (the ``--baseline`` comparison). ``precision``:
+    the float32 matmul precision the worker pins, ``highest`` or ``tf32``.
     """
 
-    def __init__(self, library: str, source: Path | None = None) -> None:
+    def __init__(
+        self, library: str, source: Path | None = None, precision: str = "highest"
+    ) -> None:
         self.library = library
-        env = dict(os.environ)
-        if source is not None:
-            env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
+        env = worker_env(library, source)
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "_libraries.py"), library.split("@")[0]],
+            [sys.executable, str(HERE / "_libraries.py"), library.split("@")[0], precision],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -117,10 +146,12 @@ class Worker:
         return json.loads(line)
 
     def close(self) -> None:
-        """Close the worker's input and wait for it to exit."""
+        """Close the worker's input, wait for it to exit, close its output."""
         if self.proc.stdin is not None:
             self.proc.stdin.close()
         self.proc.wait(timeout=60)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def measure(workers: dict[str, Worker], point: dict[str, Any], repeats: int) -> dict[str, Any]:
@@ -178,8 +209,55 @@ def ratios(results: list[dict[str, Any]], cell: str, mode: str, peer: str) -> li
     return [x for r in rows if (x := ratio(r, peer)) is not None]
 
 
+def device_of(info: dict[str, Any]) -> tuple[str | None, str | None]:
+    """A library's (platform, device kind); what a file from before they were recorded lacks.
+
+    Files written before the workers reported ``platform`` and ``device_kind`` hold only
+    a ``device`` string (``cpu: cpu``, ``cpu: 2 threads``, ``cuda: NVIDIA ... (cuDNN)``):
+    its prefix gives the platform, the kind is None.
+    """
+    if "platform" in info:
+        return info["platform"], info.get("device_kind")
+    prefix = str(info.get("device") or "").partition(":")[0].strip()
+    return ({"cuda": "gpu"}.get(prefix, prefix) or None), None
+
+
+def mixed_devices(payload: dict[str, Any]) -> str | None:
+    """Why the libraries' times cannot be compared (they ran on different devices), or None."""
+    devices = {name: device_of(info) for name, info in payload["libraries"].items()}
+    platforms = {platform for platform, _ in devices.values() if platform is not None}
+    kinds = {kind for _, kind in devices.values() if kind is not None}
+    if len(platforms) < 2 and len(kinds) < 2:
+        return None
+    where = ", ".join(
+        f"{name} on {kind or platform or 'an unrecorded device'}"
+        for name, (platform, kind) in devices.items()
+    )
+    return f"the libraries ran on different devices ({where})"
+
+
+def precision_of(info: dict[str, Any]) -> str:
+    """A library's float32 matmul precision as the report shows it."""
+    if "matmul_precision" not in info:
+        return NOT_RECORDED
+    switches = info.get("tf32")
+    if switches is None:
+        return str(info["matmul_precision"])
+    on = [name for name, value in switches.items() if value]
+    return f"{info['matmul_precision']}, TF32 " + (f"on ({', '.join(on)})" if on else "off")
+
+
 def targets(payload: dict[str, Any]) -> list[str]:
-    """The issue's targets, each with its measured value and verdict."""
+    """The issue's targets, each with its measured value and verdict.
+
+    No verdict is given when the libraries ran on different devices (a CPU against
+    a GPU says nothing of either): one line says so instead.
+    """
+    if (reason := mixed_devices(payload)) is not None:
+        return [
+            f"- **No verdicts**: {reason}; the targets compare libraries on one device. "
+            "Run every library on the same device (`python3 dev.py bench --profile ...`)."
+        ]
     results, peak = payload["results"], payload["peak"]["gflops"]
     lines = []
 
@@ -244,11 +322,21 @@ def markdown(payload: dict[str, Any]) -> str:
         + ", ".join(sorted({f"**{r.get('peak_gflops', peak):.0f} GFLOP/s**" for r in results}))
         + " (each point's share of the peak uses its own run's).",
         "",
-        "| library | version | device |",
-        "|---|---|---|",
+        "Float32 matmul precision requested: "
+        + {"highest": "`highest` (TF32 off)", "tf32": "`tf32` (TF32 on, `--tf32`)"}.get(
+            payload.get("matmul_precision") or "", NOT_RECORDED
+        )
+        + "; each library's, as it read it back, below.",
+        "",
+        "| library | version | device | device kind | matmul precision |",
+        "|---|---|---|---|---|",
     ]
     for name, info in payload["libraries"].items():
-        out.append(f"| {name} | {info.get('version')} | {info.get('device')} |")
+        kind = device_of(info)[1] or NOT_RECORDED
+        out.append(
+            f"| {name} | {info.get('version')} | {info.get('device')} | {kind} "
+            f"| {precision_of(info)} |"
+        )
     out += [
         "",
         "Float32; each library in its own process; medians of round-robin timed calls "
@@ -423,6 +511,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also time jaxrnn as of this git revision (what a change bought), as a peer",
     )
     parser.add_argument(
+        "--tf32",
+        action="store_true",
+        help="let float32 matmuls use TF32 on NVIDIA GPUs, in every library (default: off, "
+        "full float32 everywhere)",
+    )
+    parser.add_argument(
         "--stem",
         help="name of the result files under benchmarks/results (default: peers, peers_quick)",
     )
@@ -434,26 +528,36 @@ def main(argv: list[str] | None = None) -> int:
         plot(saved, RESULTS / f"{stem}.png")
         return 0
     started = time.perf_counter()
+    precision = "tf32" if args.tf32 else "highest"
     workers, libraries = {}, {}
     names: list[tuple[str, Path | None]] = [(n, None) for n in args.libraries.split(",")]
     if args.baseline:
         names.insert(1, baseline_source(args.baseline))
     for name, source in names:
-        worker = Worker(name, source)
+        worker = Worker(name, source, precision)
         info = worker.ask(op="info")
         if "error" in info:  # not installed here: left out of the run
             print(f"{name}: left out ({info['error']})", flush=True)
             worker.close()
             continue
-        if name == "jax-cudnn" and not info["device"].startswith("gpu"):
+        if name == "jax-cudnn" and info["platform"] != "gpu":
             print(f"{name}: left out (needs a GPU; device {info['device']})", flush=True)
             worker.close()
             continue
         workers[name], libraries[name] = worker, info
-        print(f"{name} {info['version']} on {info['device']}", flush=True)
+        print(
+            f"{name} {info['version']} on {info['device']}, matmul precision {precision_of(info)}",
+            flush=True,
+        )
+    if "jaxrnn" not in workers:
+        for worker in workers.values():
+            worker.close()
+        print("peers.py: the jaxrnn worker did not start (see above); nothing to compare")
+        return 1
     payload: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "quick": args.quick,
+        "matmul_precision": precision,
         "machine": machine_info(),
         "git": git_state(),
         "libraries": libraries,
@@ -461,10 +565,17 @@ def main(argv: list[str] | None = None) -> int:
         "results": [],
     }
     print(f"matmul peak: {payload['peak']['gflops']:.0f} GFLOP/s", flush=True)
+    if (reason := mixed_devices(payload)) is not None:
+        print(f"warning: {reason}: the report will give no verdicts", flush=True)
     cells, modes = args.cells.split(","), args.modes.split(",")
     kept: list[dict[str, Any]] = []
     if args.update:  # the other points stay as they were measured, with their commit
         old = json.loads((RESULTS / f"{stem}.json").read_text())
+        if (clash := update_clash(old, payload)) is not None:
+            for worker in workers.values():
+                worker.close()
+            print(f"peers.py --update: {clash}; rerun the whole grid instead")
+            return 1
         kept = [r for r in old["results"] if r["cell"] not in cells or r["mode"] not in modes]
         for r in kept:
             r.setdefault("commit", old["git"]["commit"])
@@ -494,6 +605,24 @@ def main(argv: list[str] | None = None) -> int:
     plot(payload, RESULTS / f"{stem}.png")
     print(markdown(payload))
     return 0
+
+
+def update_clash(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """Why ``--update`` must not mix the old file's points with this run's, or None.
+
+    It must not where both record a library's device kind or the matmul precision
+    and they differ (a file from before they were recorded is taken as it is).
+    """
+    old_precision = old.get("matmul_precision")
+    if old_precision is not None and old_precision != new["matmul_precision"]:
+        now = new["matmul_precision"]
+        return f"the file's matmul precision is {old_precision}, this run's {now}"
+    for name, info in new["libraries"].items():
+        before = device_of(old["libraries"].get(name, {}))[1]
+        now = device_of(info)[1]
+        if before is not None and now is not None and before != now:
+            return f"{name} ran on {before} in the file, on {now} now"
+    return None
 
 
 def order(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
