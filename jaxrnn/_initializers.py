@@ -101,12 +101,8 @@ def recurrent_matrix(
                 f"recurrent_init: 'identity' needs a square recurrent block, got {rows}x{cols}"
             )
         return jnp.tile(jnp.eye(rows, dtype=dtype), (num_blocks, 1))
-    block_init: Initializer
-    if recurrent_init == "orthogonal":
-        block_init = jax.nn.initializers.orthogonal()
-    else:
-        assert callable(recurrent_init)
-        block_init = recurrent_init
+    block_init = orthogonal if recurrent_init == "orthogonal" else recurrent_init
+    assert callable(block_init)
     keys = jax.random.split(key, num_blocks)
     blocks = [jnp.asarray(block_init(k, (rows, cols), at_least_float32(dtype))) for k in keys]
     return jnp.concatenate(blocks, axis=0).astype(dtype)

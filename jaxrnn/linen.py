@@ -60,14 +60,13 @@ import jax.numpy as jnp
 try:
     import flax.linen as nn
     from flax.core.frozen_dict import FrozenDict
-    from flax.linen.recurrent import flip_sequences
 except ImportError as e:  # pragma: no cover - exercised only without flax
     raise ImportError("jaxrnn.linen needs flax: pip install 'jaxrnn[nnx]'") from e
 
 from jaxrnn._cell import Array, Carry, Cell, Params, PRNGKey, check_positive_int
 from jaxrnn._checks import ScanOptions, check_lengths, check_like
 from jaxrnn._elman import elman
-from jaxrnn._flax_carry import from_flax, to_flax
+from jaxrnn._flax_conventions import cast, flip, flip_resets, from_flax, to_flax
 from jaxrnn._gru import gru
 from jaxrnn._layernorm_lstm import layernorm_lstm
 from jaxrnn._linear import lru, mingru, minlstm
@@ -132,12 +131,6 @@ def _declare(module: nn.Module, init: Callable[[PRNGKey], dict[str, Any]]) -> di
         values = init(module.make_rng("params"))
         return {n: module.param(n, lambda _key, v=values[n]: v) for n in names}
     return {n: module.param(n, lambda key, n=n: init(key)[n]) for n in names}
-
-
-def _cast(tree: Any, dtype: Dtype | None) -> Any:
-    if dtype is None:
-        return tree
-    return jax.tree.map(lambda a: jnp.asarray(a, dtype), tree)
 
 
 def _frozen_options(module: nn.Module) -> None:
@@ -400,7 +393,7 @@ def _cell_call(self: _CellBase, carry: Carry, inputs: Array) -> tuple[Carry, Arr
     shape_carry = jax.eval_shape(lambda: cell.initial_carry((), self.param_dtype))
     with _named(method, {"x": "inputs"}):
         state = from_flax(carry, shape_carry, "carry")
-        new_state, y = cell.step(_cast(named, self.dtype), state, _cast(inputs, self.dtype))
+        new_state, y = cell.step(cast(named, self.dtype), state, cast(inputs, self.dtype))
     return to_flax(new_state), y
 
 
@@ -554,16 +547,6 @@ class LRUCell(_CellBase):
 
 
 # ------------------------------------------------------------------- multi-layer RNNs
-
-
-def _flip_resets(resets: Array, lengths: Array | None, batch_ndim: int) -> Array:
-    """``resets`` ``[T, *batch]`` for the flipped sequences: segment ends become starts.
-
-    Step u of a flipped sequence is step ``t = length - 1 - u``; it starts a
-    segment where step ``t + 1`` started one (a reset at step 0 changes nothing).
-    """
-    shifted = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
-    return flip_sequences(shifted, lengths, num_batch_dims=batch_ndim, time_major=True)
 
 
 class _Stacked(nn.Module):
@@ -804,23 +787,21 @@ def _stacked_call(
     rnn = self.stack
     template = self._template(size)
     params = _declare(self, lambda key: _as_dict(rnn.init(key, size, self.param_dtype)))
-    named = _cast(_as_named(params, template, "params"), self.dtype)
-    inputs = _cast(inputs, self.dtype)
+    named = cast(_as_named(params, template, "params"), self.dtype)
+    inputs = cast(inputs, self.dtype)
     batch_shape = inputs.shape[1:-1] if time_major else inputs.shape[:-2]
     num_steps = int(inputs.shape[0] if time_major else inputs.shape[-2])
     renames = {"xs": "inputs", "carry": "initial_carry", "lengths": "seq_lengths"}
     with _named(method, renames):
         lengths = check_lengths(seq_lengths, tuple(batch_shape), num_steps)
         carry = self._carry_in(initial_carry, named, inputs, tuple(batch_shape))
+        time_axis = 0 if time_major else len(batch_shape)
         if reverse:
-            inputs = flip_sequences(inputs, lengths, len(batch_shape), time_major)
+            inputs = flip(inputs, lengths, time_axis)
             if resets is not None:
                 resets = jnp.asarray(resets)
-                if not time_major and resets.ndim == len(batch_shape) + 1:
-                    resets = jnp.moveaxis(resets, -1, 0)
-                resets = _flip_resets(resets, lengths, len(batch_shape))
-                if not time_major:
-                    resets = jnp.moveaxis(resets, 0, -1)
+                if resets.ndim == len(batch_shape) + 1:  # else the stack's check names it
+                    resets = flip_resets(resets, lengths, time_axis)
         final, ys = rnn.apply(
             named,
             inputs,
@@ -832,7 +813,7 @@ def _stacked_call(
             resets=resets,
         )
     if reverse and keep_order:
-        ys = flip_sequences(ys, lengths, len(batch_shape), time_major)
+        ys = flip(ys, lengths, 0 if time_major else len(batch_shape))
     if not return_carry:
         return ys
     if self._squeezed:

@@ -74,7 +74,7 @@ from jaxrnn._checks import (
 from jaxrnn._dropout import RecurrentDropoutCarry
 from jaxrnn._dropout import recurrent_dropout as _recurrent_dropout
 from jaxrnn._elman import elman
-from jaxrnn._flax_carry import from_flax, to_flax
+from jaxrnn._flax_conventions import cast, flip, flip_resets, from_flax, to_flax
 from jaxrnn._gru import gru
 from jaxrnn._layernorm_lstm import layernorm_lstm
 from jaxrnn._linear import lru, mingru, minlstm
@@ -116,15 +116,6 @@ def _values(params: Any) -> Any:
     return jax.tree.map(lambda v: v.get_value(), params, is_leaf=_is_variable)
 
 
-def _cast(tree: Any, dtype: Any) -> Any:
-    """``tree`` with its floating leaves in ``dtype`` (unchanged when ``dtype`` is None)."""
-    if dtype is None:
-        return tree
-    return jax.tree.map(
-        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
-    )
-
-
 def _check_dtype(dtype: Any, name: str) -> Any:
     """``dtype`` as a floating ``jnp.dtype`` (None stays None), or a TypeError naming ``name``."""
     if dtype is None:
@@ -148,26 +139,6 @@ def _hashable_options(cell_options: dict[str, Any]) -> tuple[tuple[str, Any], ..
             f"attributes), got {cell_options!r}"
         ) from None
     return options
-
-
-def _flip(xs: Array, lengths: Array | None) -> Array:
-    """Reverse each sequence of time-major ``xs`` ``[T, *batch, ...]`` within its length.
-
-    Padding stays at the end: Flax's ``flip_sequences``.
-    """
-    steps = xs.shape[0]
-    if lengths is None or steps == 0:
-        return jnp.flip(xs, axis=0)
-    t = jnp.arange(steps).reshape((steps,) + (1,) * lengths.ndim)
-    idx = (lengths[None] - 1 - t) % steps  # [T, *batch]: padding maps to padding
-    idx = idx.reshape(idx.shape + (1,) * (xs.ndim - idx.ndim))
-    return jnp.take_along_axis(xs, idx, axis=0)
-
-
-def _flip_resets(resets: Array, lengths: Array | None) -> Array:
-    """The resets of the flipped sequences: a segment that ends at step t starts at L - 1 - t."""
-    ends = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])  # step t ends a segment
-    return _flip(ends, lengths)
 
 
 def _renamed(error: Exception, old: str, new: str) -> Exception:
@@ -611,15 +582,15 @@ class _RNN(nnx.Module):
         except (TypeError, ValueError) as e:
             raise _renamed(e, "lengths", "seq_lengths") from None
         resets = check_resets(resets, steps, batch_shape, time_major)
-        params = _cast(self.to_params(), self.dtype)
-        xs = _cast(xs, self.dtype)
+        params = cast(self.to_params(), self.dtype)
+        xs = cast(xs, self.dtype)
         dtype = default_dtype(params, xs)
         carry = None
         if initial_carry is not None:
             carry = self._stack_carry(initial_carry, batch_shape, dtype)
         if reverse:
-            xs = _flip(xs, lengths)
-            resets = None if resets is None else _flip_resets(resets, lengths)
+            xs = flip(xs, lengths)
+            resets = None if resets is None else flip_resets(resets, lengths)
         final, ys = self.stack.apply(
             params,
             xs,
@@ -631,7 +602,7 @@ class _RNN(nnx.Module):
             resets=resets,
         )
         if reverse and keep_order:
-            ys = _flip(ys, lengths)
+            ys = flip(ys, lengths)
         if self.dtype is not None:
             ys = ys.astype(jnp.result_type(*jax.tree.leaves(final)))
         outputs = from_time_major(ys, time_major, len(batch_shape))
@@ -1074,8 +1045,8 @@ class _CellModule(RNNCellBase):
             ),
             "carry",
         )
-        params = _cast(self.to_params(), self.dtype)
-        new, y = self.cell.step(params, inner, _cast(inputs, self.dtype))
+        params = cast(self.to_params(), self.dtype)
+        new, y = self.cell.step(params, inner, cast(inputs, self.dtype))
         new = jax.tree.map(lambda n, o: n.astype(o.dtype), new, inner)
         if self.dtype is not None:
             y = y.astype(jnp.result_type(*jax.tree.leaves(new)))

@@ -66,7 +66,7 @@ CELLS = {
 }
 
 
-def to_flax_carry(carry: Any) -> Any:
+def to_flax_conventions(carry: Any) -> Any:
     return (carry.c, carry.h) if isinstance(carry, jaxrnn.LSTMCarry) else carry
 
 
@@ -87,11 +87,11 @@ def test_cell_in_nn_rnn_equals_jaxrnn_scan_outputs_carry_gradients(kind):
 
     def linen(p, x, carry):
         v = {"params": {"cell": module.from_params(p)}}
-        return rnn.apply(v, x, initial_carry=to_flax_carry(carry))
+        return rnn.apply(v, x, initial_carry=to_flax_conventions(carry))
 
     def functional(p, x, carry):
         final, ys = jaxrnn.scan(cell, p, x, carry=carry, time_major=False)
-        return to_flax_carry(final), ys
+        return to_flax_conventions(final), ys
 
     got = vjp_all(jax.jit(linen), params, x, carry0)
     want = vjp_all(jax.jit(functional), params, x, carry0)
@@ -156,7 +156,7 @@ def test_cell_equals_flax_cell_with_mapped_weights_for_every_nn_rnn_keyword(kind
     cell = factory(H)
     params = random_like(jax.eval_shape(lambda: cell.init(jax.random.key(0), I, F64)))
     x = normal((B, T, I))
-    carry0 = to_flax_carry(random_like(cell.initial_carry((B,), F64)))
+    carry0 = to_flax_conventions(random_like(cell.initial_carry((B,), F64)))
 
     def run(module, variables, p, x, carry, call):
         rnn = nn.RNN(module, return_carry=True)
@@ -236,7 +236,7 @@ def test_stacked_module_equals_functional_stack(kind):
         final, ys = module.apply(
             {"params": module.from_params(p)},
             xs,
-            initial_carry=to_flax_carry(carry),
+            initial_carry=to_flax_conventions(carry),
             seq_lengths=LENGTHS,
             time_major=time_major,
         )
@@ -244,7 +244,7 @@ def test_stacked_module_equals_functional_stack(kind):
 
     def functional(p, x, carry):
         final, ys = rnn.apply(p, x, carry=carry, lengths=LENGTHS, time_major=False)
-        return to_flax_carry(final), ys
+        return to_flax_conventions(final), ys
 
     time_major = kind in ("gru", "lstm")  # both layouts, one compilation per kind
     want = vjp_all(jax.jit(functional), params, x, carry0)
@@ -398,7 +398,7 @@ def test_wrong_input_size_between_calls_names_the_method():
         module.apply(variables, normal((B, T, 5), jnp.float32))
 
 
-def test_jaxrnn_lstm_carry_where_flax_carry_is_expected_raises():
+def test_jaxrnn_lstm_carry_where_flax_conventions_is_expected_raises():
     cell = jl.LSTMCell(H)
     x = normal((B, I), jnp.float32)
     variables = cell.init(jax.random.key(0), cell.initialize_carry(None, x.shape), x)

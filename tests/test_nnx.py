@@ -274,7 +274,7 @@ def test_stacked_module_equals_functional_stack_outputs_carries_and_gradients(ki
     module = module_cls.from_params(params, **options)
     x = normal((B, T, I))  # batch-major, the module's default
     stack_carry0 = random_like(rnn.initial_carry((B,), F64))
-    carry0 = jaxrnn._flax_carry.to_flax(stack_carry0)  # (c, h) with leading axes [L, D]
+    carry0 = jaxrnn._flax_conventions.to_flax(stack_carry0)  # (c, h) with leading axes [L, D]
     assert_trees_equal(jax.tree.map(jnp.zeros_like, carry0), module.initial_carry((B,), F64))
     out_shapes = jax.eval_shape(lambda: rnn.apply(params, x, carry=stack_carry0, time_major=False))
     w_carry, w_ys = random_like(out_shapes)
@@ -287,7 +287,7 @@ def test_stacked_module_equals_functional_stack_outputs_carries_and_gradients(ki
     def both(module, params, x, carry0, stack_carry0, lengths):
         def module_loss(module):
             carry, ys = module(x, initial_carry=carry0, seq_lengths=lengths, return_carry=True)
-            carry = jaxrnn._flax_carry.from_flax(carry, stack_carry0)
+            carry = jaxrnn._flax_conventions.from_flax(carry, stack_carry0)
             return loss(ys, carry), (ys, carry)
 
         def functional_loss(params):
@@ -315,7 +315,7 @@ def test_stacked_module_equals_functional_stack_outputs_carries_and_gradients(ki
     assert_trees_close(module_out, functional_out)
     tm_carry, tm_ys = time_major_out
     assert_trees_close(
-        (jnp.swapaxes(tm_ys, 0, 1), jaxrnn._flax_carry.from_flax(tm_carry, stack_carry0)),
+        (jnp.swapaxes(tm_ys, 0, 1), jaxrnn._flax_conventions.from_flax(tm_carry, stack_carry0)),
         module_out,
     )
     np.testing.assert_array_equal(np.asarray(ys[1, 2:]), 0.0)  # past length 2: zeros
@@ -428,7 +428,7 @@ def test_flax_rnn_over_a_cell_module_equals_jaxrnn_scan_and_a_decoding_loop(name
     if lstm_like:
         c, _ = carry0  # Flax's order
         assert c.shape == (B, H)
-    jax_carry0 = jaxrnn._flax_carry.from_flax(carry0, fn.initial_carry((), F64))
+    jax_carry0 = jaxrnn._flax_conventions.from_flax(carry0, fn.initial_carry((), F64))
 
     @nnx.jit
     def run(cell, x, carry0):
@@ -449,7 +449,7 @@ def test_flax_rnn_over_a_cell_module_equals_jaxrnn_scan_and_a_decoding_loop(name
         fn, params, x, carry=jax_carry0, lengths=LENGTHS, time_major=False, reverse=True
     )
     mask = valid_mask(LENGTHS, False)
-    to_flax = jaxrnn._flax_carry.to_flax
+    to_flax = jaxrnn._flax_conventions.to_flax
     for (carry, ys), (w_carry, w_ys) in [
         (got, (want_carry, want_ys)),
         (got_rev, (rev_carry, rev_ys)),
