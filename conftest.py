@@ -51,7 +51,6 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-import beartype
 import jax
 import jaxtyping
 import pytest
@@ -87,6 +86,9 @@ def _arrays_only(hint: Any) -> Any:
 
 def check_shapes(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The type checker of the import hook: beartype on the array annotations only."""
+    # Imported here: `--no-shape-checks` runs without beartype (a GPU machine may lack it).
+    import beartype
+
     fn.__annotations__ = {name: _arrays_only(h) for name, h in fn.__annotations__.items()}
     return beartype.beartype(fn)
 

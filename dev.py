@@ -8,6 +8,8 @@ Usage::
     python3 dev.py floors [PYTHON]  # the smoke tests against the dependency floors (see below)
     python3 dev.py bench [--profile cpu|cuda|tpu] [--dry-run] [ARGS...]
                                     # install the peers, then `benchmarks/peers.py ARGS...`
+    python3 dev.py device-check [--dry-run] [--out DIR] [--steps ...] [--budget STEP=S]
+                                    # tests, peers and DEER on a GPU, < 8 min (see below)
 
 A virtualenv is created in `.venv` next to this file (override the location with the
 `JAXRNN_VENV` environment variable). Installation is skipped when a stamp file in the
@@ -37,6 +39,23 @@ own, so that one never replaces another's packages:
 
 `--dry-run` prints the install and benchmark commands without running them. Options of
 `peers.py` follow (`--quick`, `--tf32`, ...): see `benchmarks/README.md`.
+
+`device-check` is the one check to run when a GPU machine is at hand; it installs
+nothing (such a machine may have no network): it runs `benchmarks/device_check.py` with
+the interpreter that runs `dev.py`, whose packages must include jax with its GPU plugin,
+torch, flax, equinox, optax, jaxtyping, pytest and pytest-xdist, and imports jaxrnn from
+this tree. In under 8 minutes, each step with a budget and a hard timeout: the tests of
+the cells, the fused path, the cuDNN dispatch, bfloat16 and DEER (`pytest -n`); the quick
+peer grid (PyTorch on cuDNN, `jax.experimental.rnn`, jaxrnn's `kernel="cudnn"`) with
+LSTM training at T=512, B=64, I=512, H=512 measured first; DEER against the sequential
+GRU at T = 10^3, 10^4, 10^5. It writes `device_check.{json,md,log}` and the benchmarks'
+files (7 in all) to `--out` (default `benchmarks/results/gpu`), with the verdicts of the
+two GPU targets (LSTM train >= 1.0x PyTorch cuDNN there; DEER >= 10x the sequential GRU
+at T = 10^4, H <= 8). Without a GPU it stops at once (exit 2); `--dry-run` runs every
+step on the CPU with tiny sizes into a temporary folder (about a minute; a test runs it).
+On a device machine that runs one command and returns the files written under `$OUT`:
+
+    PYTHONUNBUFFERED=1 python3 dev.py device-check --out $OUT      # timeout 600 s
 """
 
 from __future__ import annotations
@@ -242,6 +261,13 @@ def bench(argv: Sequence[str]) -> int:
     return run(cmd, profile.venv, profile.env)
 
 
+def device_check(argv: Sequence[str]) -> int:
+    """Run `benchmarks/device_check.py ARGS` with this interpreter: no venv, no install."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "device_check.py"), *argv]
+    print("+ " + shlex.join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, check=False).returncode
+
+
 def source_version() -> str:
     """The version written in `jaxrnn/__init__.py` (the only place it is written)."""
     text = (ROOT / "jaxrnn" / "__init__.py").read_text(encoding="utf-8")
@@ -404,14 +430,15 @@ def floors(python: str | None = None) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Dispatch `demo`, `test`, `lint`, `floors` or `bench`; return the process exit code."""
+    """Dispatch `demo`, `test`, `lint`, `floors`, `bench` or `device-check`; return its code."""
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(__doc__)
         return 0 if argv else 2
     command, rest = argv[0], list(argv[1:])
-    if command not in {*PROFILES, "floors"}:
+    if command not in {*PROFILES, "floors", "device-check"}:
         print(
-            f"dev.py: unknown command {command!r} (expected demo, test, lint, floors or bench)",
+            f"dev.py: unknown command {command!r} "
+            "(expected demo, test, lint, floors, bench or device-check)",
             file=sys.stderr,
         )
         return 2
@@ -428,6 +455,8 @@ def main(argv: Sequence[str]) -> int:
         return floors(*rest)
     if command == "bench":
         return bench(rest)
+    if command == "device-check":
+        return device_check(rest)
     if code := ensure_env(command):
         return code
     if command == "demo":

@@ -7,7 +7,8 @@ one JSON request per line on stdin and answers one JSON line on stdout:
 * ``{"op": "info"}`` -> the library's version, the device it runs on (``platform``:
   ``cpu``, ``gpu`` or ``tpu``; ``device_kind``: ``cpu``, ``NVIDIA H200``, ...) and
   the float32 matmul precision it set (``matmul_precision``);
-* ``{"op": "peak"}`` -> the best float32 matmul rate of square products (JAX only);
+* ``{"op": "peak", "max_n": n}`` -> the best float32 matmul rate of square products
+  up to n×n (JAX only; ``max_n`` 4096 when not given);
 * ``{"op": "setup", "cell", "mode", "T", "B", "I", "H"}`` -> builds the
   computation and runs it twice: the first call's seconds (compilation for the
   JAX libraries) and the second's are returned; a cell the library lacks
@@ -89,6 +90,42 @@ def setup_jaxrnn(r: dict[str, Any]) -> Runner:
     if r["mode"] == "infer":
         return _jax_sync(jax.jit(lambda p, x: jaxrnn.scan(cell, p, x)[1]), params, xs)
     return _jax_sync(jax.jit(cell.step), params, cell.initial_carry((1,)), x1)
+
+
+def setup_jaxrnn_cudnn(r: dict[str, Any]) -> Runner:
+    """The jaxrnn layer with ``kernel="cudnn"``: the same call, run by cuDNN on a GPU.
+
+    Missing where the kernel option does not exist (a jaxrnn from before it), off a
+    GPU, in ``step`` mode (the kernel runs whole sequences), and for a cell the
+    dispatch refuses (its ValueError names the cause).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    import jaxrnn
+
+    if "kernel" not in jaxrnn.ScanOptions._fields:
+        raise Missing("this jaxrnn has no kernel option (jaxrnn.scan(..., kernel='cudnn'))")
+    if r["mode"] == "step":
+        raise Missing("kernel='cudnn' runs whole sequences, not single steps")
+    if jax.default_backend() != "gpu":
+        raise Missing(f"kernel='cudnn' runs on a GPU only (backend {jax.default_backend()!r})")
+    cell = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, "elman": jaxrnn.elman}[r["cell"]](r["H"])
+    params = cell.init(jax.random.key(0), r["I"])
+    xs, _ = _inputs(r)
+
+    def apply(p: Any, x: Any) -> Any:
+        return jaxrnn.scan(cell, p, x, kernel="cudnn")[1]
+
+    def loss(p: Any, x: Any) -> Any:
+        return jnp.sum(apply(p, x))
+
+    fn = jax.jit(jax.grad(loss)) if r["mode"] == "train" else jax.jit(apply)
+    try:  # the dispatch checks the cell and the settings when it is traced
+        fn.trace(params, xs)
+    except ValueError as e:
+        raise Missing(f"kernel='cudnn' refuses this layer: {e}") from e
+    return _jax_sync(fn, params, xs)
 
 
 # --- Flax linen ----------------------------------------------------------------
@@ -318,6 +355,7 @@ def configure(library: str, precision: str) -> dict[str, Any]:
 LIBRARIES: dict[str, tuple[str, Callable[[dict[str, Any]], Runner]]] = {
     # name -> (package whose version is reported, setup)
     "jaxrnn": ("jaxrnn", setup_jaxrnn),
+    "jaxrnn-cudnn": ("jaxrnn", setup_jaxrnn_cudnn),
     "torch": ("torch", setup_torch),
     "flax": ("flax", setup_flax),
     "nnx": ("flax", setup_nnx),
@@ -326,15 +364,18 @@ LIBRARIES: dict[str, tuple[str, Callable[[dict[str, Any]], Runner]]] = {
 }
 
 
-def matmul_peak() -> dict[str, Any]:
-    """The best float32 GFLOP/s of an n×n matmul (n = 512…4096), median of 5 after warm-up."""
+def matmul_peak(max_n: int = 4096) -> dict[str, Any]:
+    """The best float32 GFLOP/s of an n×n matmul (n = 512…4096, ≤ max_n), median of 5.
+
+    Each size is timed after a warm-up call; a ``max_n`` below 512 times that size only.
+    """
     import statistics
 
     import jax
     import jax.numpy as jnp
 
     best: dict[str, Any] = {"gflops": 0.0}
-    for n in (512, 1024, 2048, 4096):
+    for n in [n for n in (512, 1024, 2048, 4096) if n <= max_n] or [max_n]:
         a = jax.random.normal(jax.random.key(0), (n, n))
         f = jax.jit(jnp.matmul)
         jax.block_until_ready(f(a, a))
@@ -376,7 +417,7 @@ def serve(library: str, precision: str = "highest") -> None:
                 version = importlib.metadata.version(package)
                 answer = {"version": version, **device, **pinned}
             elif request["op"] == "peak":
-                answer = matmul_peak()
+                answer = matmul_peak(request.get("max_n", 4096))
             elif request["op"] == "setup":
                 runner = None
                 start = time.perf_counter()

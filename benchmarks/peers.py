@@ -22,13 +22,17 @@ Usage::
     python benchmarks/peers.py --quick        # a few sizes, a few minutes
     python benchmarks/peers.py --tf32         # let both sides use TF32 on NVIDIA GPUs
     python benchmarks/peers.py --render       # rewrite the report from the JSON
+    python benchmarks/peers.py --quick --points lstm:train:512:64:512:512 --out DIR
+                                              # one more point (CELL:MODE:T:B:I:H), measured
+                                              # first; the files in DIR (--no-plot: no png)
 
 The same command runs on a GPU (installed by ``python3 dev.py bench --profile cuda``),
 where the PyTorch peer runs cuDNN and ``jax.experimental.rnn`` (cuDNN LSTM in JAX)
-joins as the peer ``jax-cudnn``. Every worker reports the device it ran on and the
-float32 matmul precision it pinned (``highest``, TF32 off, unless ``--tf32``); the
-report refuses the targets' verdicts when the libraries ran on different kinds of
-device. JAX workers allocate GPU memory as they need it
+joins as the peer ``jax-cudnn``, and jaxrnn's own ``kernel="cudnn"`` as
+``jaxrnn-cudnn`` (both left out where JAX has no GPU). Every worker reports the
+device it ran on and the float32 matmul precision it pinned (``highest``, TF32
+off, unless ``--tf32``); the report refuses the targets' verdicts when the
+libraries ran on different kinds of device. JAX workers allocate GPU memory as they need it
 (``XLA_PYTHON_CLIENT_PREALLOCATE=false``) instead of 75% of it each.
 Results: ``benchmarks/results/peers[_quick].{json,md,png}``.
 """
@@ -53,8 +57,11 @@ from _machine import git_state, machine_info
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-LIBRARIES = ("jaxrnn", "torch", "flax", "nnx", "equinox", "jax-cudnn")
-PEERS = LIBRARIES[1:]
+LIBRARIES = ("jaxrnn", "jaxrnn-cudnn", "torch", "flax", "nnx", "equinox", "jax-cudnn")
+# The other libraries; jaxrnn-cudnn is jaxrnn itself (kernel="cudnn"), shown, not a target's peer.
+PEERS = tuple(name for name in LIBRARIES if not name.startswith("jaxrnn"))
+GPU_ONLY = ("jaxrnn-cudnn", "jax-cudnn")  # left out of a run whose JAX has no GPU
+MODES = ("train", "infer", "step")
 CELLS = ("lstm", "gru", "elman")
 GATES = {"lstm": 4, "gru": 3, "elman": 1}
 # Set in every JAX worker's environment: without it each of up to five JAX processes
@@ -87,6 +94,31 @@ def grid(quick: bool) -> list[dict[str, Any]]:
             points.append(
                 {"cell": cell, "mode": "step", "T": 1, "B": 1, "I": input_size(h), "H": h}
             )
+    return points
+
+
+def parse_points(text: str) -> list[dict[str, Any]]:
+    """The points of ``--points``: ``CELL:MODE:T:B:I:H``, comma-separated.
+
+    Raises:
+      ValueError: naming the point that is malformed and what was expected.
+    """
+    points = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        fields = item.split(":")
+        try:
+            cell, mode, *sizes = fields
+            t, b, i, h = (int(v) for v in sizes)
+        except ValueError:
+            raise ValueError(
+                f"--points: {item!r}: expected CELL:MODE:T:B:I:H, e.g. lstm:train:512:64:512:512"
+            ) from None
+        if cell not in CELLS or mode not in MODES or min(t, b, i, h) < 1:
+            raise ValueError(
+                f"--points: {item!r}: expected a cell of {CELLS}, a mode of {MODES} and "
+                "sizes T, B, I, H ≥ 1"
+            )
+        points.append({"cell": cell, "mode": mode, "T": t, "B": b, "I": i, "H": h})
     return points
 
 
@@ -466,11 +498,11 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write(payload: dict[str, Any], stem: str) -> None:
-    """Write the JSON and the markdown report."""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (RESULTS / f"{stem}.md").write_text(markdown(payload))
+def write(payload: dict[str, Any], stem: str, out: Path = RESULTS) -> None:
+    """Write the JSON and the markdown report into the folder ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(markdown(payload))
 
 
 def baseline_source(revision: str) -> tuple[str, Path]:
@@ -498,7 +530,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per library and size")
     parser.add_argument("--libraries", default=",".join(LIBRARIES), help="comma-separated subset")
     parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated subset")
-    parser.add_argument("--modes", default="train,infer,step", help="comma-separated subset")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
+    parser.add_argument(
+        "--points",
+        default="",
+        metavar="CELL:MODE:T:B:I:H,...",
+        help="more points, measured first (e.g. lstm:train:512:64:512:512)",
+    )
     parser.add_argument("--render", action="store_true", help="rewrite md and png from the JSON")
     parser.add_argument(
         "--update",
@@ -520,12 +558,26 @@ def main(argv: list[str] | None = None) -> int:
         "--stem",
         help="name of the result files under benchmarks/results (default: peers, peers_quick)",
     )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
+    parser.add_argument("--no-plot", action="store_true", help="write no png")
+    parser.add_argument(
+        "--peak-max",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="the largest n×n matmul of the float32 peak (default 4096)",
+    )
     args = parser.parse_args(argv)
-    stem = args.stem or ("peers_quick" if args.quick else "peers")
+    try:
+        extra = parse_points(args.points)
+    except ValueError as error:
+        parser.error(str(error))
+    stem, out = args.stem or ("peers_quick" if args.quick else "peers"), args.out
     if args.render:
-        saved = json.loads((RESULTS / f"{stem}.json").read_text())
-        write(saved, stem)
-        plot(saved, RESULTS / f"{stem}.png")
+        saved = json.loads((out / f"{stem}.json").read_text())
+        write(saved, stem, out)
+        if not args.no_plot:
+            plot(saved, out / f"{stem}.png")
         return 0
     started = time.perf_counter()
     precision = "tf32" if args.tf32 else "highest"
@@ -533,14 +585,15 @@ def main(argv: list[str] | None = None) -> int:
     names: list[tuple[str, Path | None]] = [(n, None) for n in args.libraries.split(",")]
     if args.baseline:
         names.insert(1, baseline_source(args.baseline))
-    for name, source in names:
-        worker = Worker(name, source, precision)
+    # Started together, so that their imports (and GPU start-ups) overlap.
+    started_workers = [(name, Worker(name, source, precision)) for name, source in names]
+    for name, worker in started_workers:
         info = worker.ask(op="info")
         if "error" in info:  # not installed here: left out of the run
             print(f"{name}: left out ({info['error']})", flush=True)
             worker.close()
             continue
-        if name == "jax-cudnn" and info["platform"] != "gpu":
+        if name in GPU_ONLY and info["platform"] != "gpu":
             print(f"{name}: left out (needs a GPU; device {info['device']})", flush=True)
             worker.close()
             continue
@@ -561,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "git": git_state(),
         "libraries": libraries,
-        "peak": workers["jaxrnn"].ask(op="peak"),
+        "peak": workers["jaxrnn"].ask(op="peak", max_n=args.peak_max),
         "results": [],
     }
     print(f"matmul peak: {payload['peak']['gflops']:.0f} GFLOP/s", flush=True)
@@ -570,25 +623,34 @@ def main(argv: list[str] | None = None) -> int:
     cells, modes = args.cells.split(","), args.modes.split(",")
     kept: list[dict[str, Any]] = []
     if args.update:  # the other points stay as they were measured, with their commit
-        old = json.loads((RESULTS / f"{stem}.json").read_text())
+        old = json.loads((out / f"{stem}.json").read_text())
         if (clash := update_clash(old, payload)) is not None:
             for worker in workers.values():
                 worker.close()
             print(f"peers.py --update: {clash}; rerun the whole grid instead")
             return 1
-        kept = [r for r in old["results"] if r["cell"] not in cells or r["mode"] not in modes]
+        kept = [
+            r
+            for r in old["results"]
+            if (r["cell"] not in cells or r["mode"] not in modes)
+            and {k: r[k] for k in ("cell", "mode", "T", "B", "I", "H")} not in extra
+        ]
         for r in kept:
             r.setdefault("commit", old["git"]["commit"])
             r.setdefault("peak_gflops", old["peak"]["gflops"])
+    selected = [p for p in grid(args.quick) if p["cell"] in cells and p["mode"] in modes]
+    # Every cell's train points first (what the targets read), then infer, then step: a run
+    # cut short keeps them. The report orders the results by cell.
+    selected.sort(key=lambda p: MODES.index(p["mode"]))
     try:
-        for point in (p for p in grid(args.quick) if p["cell"] in cells and p["mode"] in modes):
+        for point in extra + [p for p in selected if p not in extra]:
             record = measure(workers, point, args.repeats)
             record["commit"] = payload["git"]["commit"]
             record["peak_gflops"] = payload["peak"]["gflops"]
             payload["results"].append(record)
             payload["elapsed_min"] = (time.perf_counter() - started) / 60
             write(
-                {**payload, "results": order(kept + payload["results"])}, stem
+                {**payload, "results": order(kept + payload["results"])}, stem, out
             )  # after every point: an interrupted run keeps its results
             shown = ", ".join(
                 f"{name} {1e3 * info['median_s']:.3g} ms"
@@ -601,8 +663,9 @@ def main(argv: list[str] | None = None) -> int:
         for worker in workers.values():
             worker.close()
     payload["results"] = order(kept + payload["results"])
-    write(payload, stem)
-    plot(payload, RESULTS / f"{stem}.png")
+    write(payload, stem, out)
+    if not args.no_plot:
+        plot(payload, out / f"{stem}.png")
     print(markdown(payload))
     return 0
 

@@ -261,6 +261,16 @@ class FusedRules(NamedTuple):
     H]``, ``b_ih`` and ``b_hh`` ``[G·H]`` (or None); the fused path computes
     every weight gradient from the slabs the backward rule returns.
 
+    Dtypes, as the built-in steps compute (:func:`linear`): every matmul
+    takes its operands in the params' dtype and accumulates in the
+    accumulation dtype, :func:`at_least_float32` of it (:func:`dot`); the
+    slabs, biases, gates and the rest of the element-wise work are in the
+    accumulation dtype. The rules receive the carry and the output
+    cotangents cast to the accumulation dtype and return everything in it;
+    :mod:`jaxrnn._fused` casts the carry back to its own dtype after every
+    step, as ``cell.step`` does, and keeps the backward pass's carry
+    cotangent in the accumulation dtype.
+
     Attributes:
       applies: ``applies(params) -> bool``: whether the rules cover these
         params (the LSTM's do not cover a projection).
@@ -291,14 +301,32 @@ class FusedRules(NamedTuple):
     core: Callable[[Params], Params] | None = None
 
 
+def dot(a: Array, w: Array) -> Array:
+    """``a @ w`` as the steps multiply: operands in ``w.dtype``, accumulated in at least float32.
+
+    ``a`` is cast to the weights' dtype (a float32 carry meets bfloat16
+    weights as bfloat16, as in :func:`linear`); the product comes back in
+    the accumulation dtype, :func:`at_least_float32` of ``w.dtype``.
+    """
+    return jnp.matmul(a.astype(w.dtype), w, preferred_element_type=at_least_float32(w.dtype))
+
+
 def project_input(p: Any, xs: Array) -> Array:
-    """The input slab ``[T, N, G·H]`` of every step: ``xs @ w_ih^T`` as one matmul."""
-    return jnp.einsum("tni,gi->tng", xs, p.w_ih)
+    """The input slab ``[T, N, G·H]`` of every step: ``xs @ w_ih^T`` as one matmul.
+
+    In the params' dtype, accumulated in (and returned in) at least float32 (:func:`dot`).
+    """
+    acc = at_least_float32(p.w_ih.dtype)
+    return jnp.einsum("tni,gi->tng", xs.astype(p.w_ih.dtype), p.w_ih, preferred_element_type=acc)
 
 
 def prepare_stacked(p: Any) -> Prepared:
-    """The :class:`Prepared` of a cell with one stacked gate slab: both biases in one row."""
-    present = [b[None, :] for b in (p.b_ih, p.b_hh) if b is not None]
+    """The :class:`Prepared` of a cell with one stacked gate slab: both biases in one row.
+
+    The biases are added in the accumulation dtype, as :func:`linear` adds them.
+    """
+    acc = at_least_float32(p.w_hh.dtype)
+    present = [b.astype(acc)[None, :] for b in (p.b_ih, p.b_hh) if b is not None]
     return Prepared(p.w_hh, p.w_hh.T, sum(present) if present else 0)
 
 

@@ -21,6 +21,8 @@ from jaxrnn._time_axis import TimeAxis
 Backward = Literal["fused", "autodiff"]
 Method = Literal["sequential", "associative", "deer", "quasi-deer"]
 METHODS: tuple[str, ...] = ("sequential", "associative", "deer", "quasi-deer")
+Kernel = Literal["xla", "cudnn"]
+KERNELS: tuple[str, ...] = ("xla", "cudnn")
 
 
 class DEEROptions(NamedTuple):
@@ -94,6 +96,8 @@ class ScanOptions(NamedTuple):
       method_options: a :class:`DEEROptions` for the DEER methods, or None.
       sequence_axis: the name of a mesh axis the time axis is split across
         (sequence parallelism, for the parallel-in-time methods), or None.
+      kernel: ``"xla"`` (default) or ``"cudnn"`` (an LSTM run by cuDNN on an
+        NVIDIA GPU).
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn
@@ -112,6 +116,7 @@ class ScanOptions(NamedTuple):
     method: Method = "sequential"
     method_options: DEEROptions | None = None
     sequence_axis: str | None = None
+    kernel: Kernel = "xla"
 
 
 class ScanKwargs(TypedDict, total=False):
@@ -124,6 +129,7 @@ class ScanKwargs(TypedDict, total=False):
     method: Method
     method_options: DEEROptions | None
     sequence_axis: str | None
+    kernel: Kernel
 
 
 def scan_options(options: ScanOptions | None, overrides: dict[str, Any]) -> ScanOptions:
@@ -158,6 +164,8 @@ def _check_option_values(options: ScanOptions) -> None:
         raise ValueError(f"backward: expected 'fused' or 'autodiff', got {options.backward!r}")
     if options.method not in METHODS:
         raise ValueError(f"method: expected one of {list(METHODS)}, got {options.method!r}")
+    if not isinstance(options.kernel, str) or options.kernel not in KERNELS:
+        raise ValueError(f"kernel: expected 'xla' or 'cudnn', got {options.kernel!r}")
     mopts = options.method_options
     if mopts is not None and not isinstance(mopts, DEEROptions):
         raise TypeError(f"method_options: expected a jaxrnn.DEEROptions or None, got {mopts!r}")
@@ -220,9 +228,21 @@ def check_scan_args(
     options: ScanOptions | None,
     overrides: Mapping[str, object],
     resets: Any = None,
+    *,
+    cudnn: bool = False,
 ) -> ScanArgs:
-    """Check the arguments every scan driver shares; ``xs`` and ``resets`` laid out time-major."""
+    """Check the arguments every scan driver shares; ``xs`` and ``resets`` laid out time-major.
+
+    ``cudnn``: whether the caller runs ``kernel="cudnn"`` (:func:`jaxrnn.scan`
+    does); the other drivers raise for it rather than run XLA in its place.
+    """
     options = scan_options(options, dict(overrides))
+    if options.kernel == "cudnn" and not cudnn:
+        raise ValueError(
+            "kernel: 'cudnn' runs in jaxrnn.scan and Stack.apply only (cuDNN computes whole "
+            "sequences and returns every output); this function runs on XLA: expected "
+            "kernel='xla', got kernel='cudnn'"
+        )
     xs, batch_shape = to_time_major(xs, time_major, num_feature_axes)
     time = sequence_time(options.sequence_axis, xs.shape[0])
     num_steps = xs.shape[0] * time.shards()

@@ -108,7 +108,8 @@ def recurrent_dropout(cell: Cell, rate: float) -> Cell:
       >>> _, ys = jaxrnn.scan(cell, params, xs, carry=carry)
       >>> _, evaluated = jaxrnn.scan(cell, params, xs)  # no mask drawn: evaluation
       >>> _, plain = jaxrnn.scan(jaxrnn.lstm(16), params, xs)
-      >>> bool((evaluated == plain).all()), bool((ys != plain).any())
+      >>> # equal up to float32 rounding (the plain cell runs the fused path)
+      >>> bool(jnp.allclose(evaluated, plain, atol=1e-6)), bool((ys != plain).any())
       (True, True)
 
     References:

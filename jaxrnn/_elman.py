@@ -22,11 +22,13 @@ from jaxrnn._cell import (
     Shape,
     Spec,
     activation_derivative,
+    at_least_float32,
     carry_dtype,
     check_carry_leaf,
     check_param_dtype,
     check_positive_int,
     check_step_input,
+    dot,
     linear,
     prepare_stacked,
     project_input,
@@ -241,19 +243,21 @@ def _fused_rules(act: Activation, out_act: Activation | None) -> FusedRules:
     """The fused rules of an Elman cell with activation f and output activation g (or None)."""
 
     def forward(prep: Prepared, h: Array, xp: Array) -> Any:
-        a = xp + h @ prep.w_hh_t + prep.bias
+        a = xp + dot(h, prep.w_hh_t) + prep.bias
         h_new = act(a)
         return h_new, h_new, (h, a, h_new)
 
     def backward(prep: Prepared, saved: Any, dh_out: Array, dy: Array) -> Any:
         _, a, h_new = saved
         da = (dh_out + dy) * activation_derivative(act, a, h_new)
-        return da @ prep.w_hh, da, None
+        return dot(da, prep.w_hh), da, None
 
     def readout(params: ElmanParams, hs: Array) -> Array:
         assert out_act is not None and params.w_hy is not None
-        z = jnp.einsum("tnh,oh->tno", hs, params.w_hy)
-        return out_act(z + (0 if params.b_y is None else params.b_y[None, None, :]))
+        # As the step's linear: operands in the params' dtype, accumulated in at least float32.
+        w_hy, acc = params.w_hy, at_least_float32(params.w_hy.dtype)
+        z = jnp.einsum("tnh,oh->tno", hs.astype(w_hy.dtype), w_hy, preferred_element_type=acc)
+        return out_act(z + (0 if params.b_y is None else params.b_y.astype(acc)[None, None, :]))
 
     def core(params: ElmanParams) -> ElmanParams:
         return params._replace(w_hy=None, b_y=None)

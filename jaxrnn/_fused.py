@@ -8,6 +8,18 @@ T·N rows. The per-step rules belong to each cell's module
 (:class:`jaxrnn._cell.FusedRules`, from ``cell.spec.fused_rules()``); this
 module knows no cell. :func:`jaxrnn.reference.bptt` writes out the same
 recursions independently.
+
+Precision (:func:`rules_for`): the products take their operands in the
+params' dtype and accumulate in at least float32, where the element-wise
+work, the saved residuals and the backward pass's carry cotangent stay; the
+carry is stored in its own dtype after every step, as ``cell.step`` stores
+it. So bfloat16 params run bfloat16 matmuls, and every weight gradient is
+summed in float32 over all T·N rows (across checkpointed chunks too) and
+rounded to bfloat16 once. The residuals are kept in float32, measured
+against bfloat16 residuals on a 2-core CPU: those gave a fifth to a third
+more gradient error (LSTM, GRU at T=50) and a 1.1–2.4× slower bfloat16
+training step (conversions in both loops) for 13% less temporary memory
+(LSTM at T=100, B=32, H=128; 0% for the GRU).
 """
 
 from __future__ import annotations
@@ -19,9 +31,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Array, Carry, Cell, FusedRules, Params, Spec, described_spec
+from jaxrnn._cell import (
+    Array,
+    Carry,
+    Cell,
+    FusedRules,
+    Params,
+    Spec,
+    at_least_float32,
+    described_spec,
+)
 from jaxrnn._checks import ScanOptions
 from jaxrnn._sequential import scan_in_chunks, where_valid
+
+# The dtypes the fused path takes: XLA multiplies each of them on every backend.
+_DTYPES = frozenset(map(jnp.dtype, (jnp.bfloat16, jnp.float16, jnp.float32, jnp.float64)))
 
 
 def rules_for(cell: Cell, params: Params, xs: Array, carry: Carry) -> FusedRules | None:
@@ -29,15 +53,25 @@ def rules_for(cell: Cell, params: Params, xs: Array, carry: Carry) -> FusedRules
 
     None unless the cell's spec describes its own step (a replaced or wrapped
     step is run by autodiff through that step), the spec has rules that
-    cover these params, and params, inputs and carry share one float32 or
-    float64 dtype.
+    cover these params, the params share one dtype, and that dtype, the
+    inputs' and each carry leaf's are bfloat16, float16, float32 or float64.
+
+    Mixed dtypes are computed as ``cell.step`` computes them: the params'
+    dtype is the matmuls' (inputs and carry are cast to it for each
+    product), the accumulation and the element-wise work are in at least
+    float32, each carry leaf keeps its dtype from step to step, and the
+    outputs have the dtype of ``x`` and ``w_ih`` promoted. So bfloat16
+    params with a float32 carry (what ``initial_carry`` gives them) compute
+    in bfloat16 with float32 accumulation and keep a float32 carry, and
+    float32 params with bfloat16 inputs compute in float32.
     """
     spec = described_spec(cell)
     rules = None if spec is None else spec.fused_rules()
     if rules is None or not rules.applies(params):
         return None
-    dtypes = {a.dtype for a in jax.tree.leaves((params, xs, carry))}
-    if len(dtypes) != 1 or dtypes.pop() not in (jnp.float32, jnp.float64):
+    param_dtypes = {jnp.dtype(a.dtype) for a in jax.tree.leaves(params)}
+    others = {jnp.dtype(a.dtype) for a in jax.tree.leaves((xs, carry))}
+    if len(param_dtypes) != 1 or not param_dtypes | others <= _DTYPES:
         return None
     return rules
 
@@ -112,7 +146,12 @@ def chunk_runner(
     spec = described_spec(cell)
     assert spec is not None
     rules = _rules(spec)
-    core_params = params if rules.core is None else rules.core(params)
+    dtype = jnp.dtype(params.w_ih.dtype)  # the params' one dtype (rules_for), the products'
+    # The params enter the custom VJP in the accumulation dtype (exactly), so that their
+    # cotangent is summed there over all steps, across checkpointed chunks too, and
+    # rounded to the params' dtype once, by this cast's transpose.
+    params_acc = _cast(params, at_least_float32(dtype))
+    core_params = params_acc if rules.core is None else rules.core(params_acc)
     flat_lengths = None if lengths is None else lengths.reshape(-1)
     init_rows = None
     if fresh is not None:
@@ -128,10 +167,19 @@ def chunk_runner(
             valid = t.astype(flat_lengths.dtype)[:, None] < flat_lengths[None, :]
         fresh_rows = None if fresh is None else fresh[t].reshape(num_steps, -1)
         final, ys = _core(
-            spec, reverse, unroll, core_params, rows, carry_rows, valid, init_rows, fresh_rows
+            spec,
+            reverse,
+            unroll,
+            dtype,
+            core_params,
+            rows,
+            carry_rows,
+            valid,
+            init_rows,
+            fresh_rows,
         )
         if rules.readout is not None:
-            ys = rules.readout(params, ys)
+            ys = rules.readout(_cast(params_acc, dtype), ys).astype(ys.dtype)
             if valid is not None:
                 ys = jnp.where(valid[..., None], ys, 0)
         final = jax.tree.map(lambda a, c: a.reshape(c.shape), final, carry)
@@ -144,6 +192,14 @@ def _where(mask: Array | None, new: Any, old: Any) -> Any:
     return new if mask is None else where_valid(mask, new, old)
 
 
+def _cast(tree: Any, dtype: Any) -> Any:
+    return jax.tree.map(lambda a: a.astype(dtype), tree)
+
+
+def _cast_like(tree: Any, like: Any) -> Any:
+    return jax.tree.map(lambda a, b: a.astype(b.dtype), tree, like)
+
+
 def _rules(spec: Spec) -> FusedRules:
     rules = spec.fused_rules()
     assert rules is not None
@@ -154,6 +210,7 @@ def _forward(
     spec: Spec,
     reverse: bool,
     unroll: Any,
+    dtype: Any,
     params: Any,
     xs: Array,
     carry: Any,
@@ -162,13 +219,17 @@ def _forward(
     fresh: Any,
 ) -> Any:
     rules = _rules(spec)
+    params = _cast(params, dtype)  # back to the params' own dtype, exactly
     prep = rules.prepare(params)
+    acc, out = at_least_float32(dtype), jnp.result_type(xs, params.w_ih)
 
     def body(carry: Any, inputs: Any) -> Any:
         xp, v, f = inputs
         if f is not None:  # a segment's first step starts from the initial carry
-            carry = where_valid(f, init, carry)
-        new, y, saved = rules.forward(prep, carry, xp)
+            carry = where_valid(f, _cast_like(init, carry), carry)
+        # The rules compute in the accumulation dtype; the carry keeps its own, as in cell.step.
+        new, y, saved = rules.forward(prep, _cast(carry, acc), xp)
+        new, y = _cast_like(new, carry), y.astype(out)
         return _where(v, new, carry), (_where(v, y, jnp.zeros_like(y)), saved)
 
     final, (ys, saved) = jax.lax.scan(
@@ -177,11 +238,12 @@ def _forward(
     return final, ys, saved
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
 def _core(
     spec: Spec,
     reverse: bool,
     unroll: Any,
+    dtype: Any,
     params: Any,
     xs: Array,
     carry: Any,
@@ -189,7 +251,8 @@ def _core(
     init: Any,
     fresh: Any,
 ) -> Any:
-    final, ys, _ = _forward(spec, reverse, unroll, params, xs, carry, valid, init, fresh)
+    """The fused scan over rows: ``params`` in the accumulation dtype, products in ``dtype``."""
+    final, ys, _ = _forward(spec, reverse, unroll, dtype, params, xs, carry, valid, init, fresh)
     return final, ys
 
 
@@ -197,6 +260,7 @@ def _core_fwd(
     spec: Spec,
     reverse: bool,
     unroll: Any,
+    dtype: Any,
     params: Any,
     xs: Array,
     carry: Any,
@@ -204,20 +268,28 @@ def _core_fwd(
     init: Any,
     fresh: Any,
 ) -> Any:
-    final, ys, saved = _forward(spec, reverse, unroll, params, xs, carry, valid, init, fresh)
+    final, ys, saved = _forward(spec, reverse, unroll, dtype, params, xs, carry, valid, init, fresh)
     return (final, ys), (params, xs, valid, fresh, saved)
 
 
-def _core_bwd(spec: Spec, reverse: bool, unroll: Any, residuals: Any, cotangents: Any) -> Any:
-    params, xs, valid, fresh, saved = residuals
+def _core_bwd(
+    spec: Spec, reverse: bool, unroll: Any, dtype: Any, residuals: Any, cotangents: Any
+) -> Any:
+    params_acc, xs, valid, fresh, saved = residuals
     dfinal, dys = cotangents
     rules = _rules(spec)
+    params = _cast(params_acc, dtype)
     prep = rules.prepare(params)
+    # The carry cotangent stays in the accumulation dtype from step to step (autodiff rounds
+    # it to a bfloat16 carry's dtype after every step): an LSTM's cell state passes its
+    # cotangent back unrounded. Products take their operands in the params' dtype, so the
+    # part that goes back through W_hh is rounded there, as in autodiff.
+    acc = at_least_float32(dtype)
 
     def body(state: Any, inputs: Any) -> Any:
         dcarry, dinit = state
         saved_t, dy, v, f = inputs
-        dcarry_in, dxp, drec, *others = rules.backward(prep, saved_t, dcarry, dy)
+        dcarry_in, dxp, drec, *others = rules.backward(prep, saved_t, dcarry, dy.astype(acc))
         grads = (dxp, drec, others[0] if others else {})
         masked = _where(v, grads, jax.tree.map(jnp.zeros_like, grads))
         dcarry_in = _where(v, dcarry_in, dcarry)
@@ -228,24 +300,32 @@ def _core_bwd(spec: Spec, reverse: bool, unroll: Any, residuals: Any, cotangents
             dcarry_in = where_valid(f, zeros, dcarry_in)
         return (dcarry_in, dinit), masked
 
-    dinit0 = None if fresh is None else jax.tree.map(jnp.zeros_like, dfinal)
+    dcarry = _cast(dfinal, acc)
+    dinit0 = None if fresh is None else jax.tree.map(jnp.zeros_like, dcarry)
     (dcarry0, dinit), (dxp, drec, dothers) = jax.lax.scan(
-        body, (dfinal, dinit0), (saved, dys, valid, fresh), reverse=not reverse
+        body, (dcarry, dinit0), (saved, dys, valid, fresh), reverse=not reverse
     )
     if drec is None:
         drec = dxp
     h_in = saved[0]
-    # Every weight gradient is one matmul over all T·N rows.
+
+    def rows_product(spec_: str, a: Array, b: Array) -> Array:
+        """A product over all T·N rows: operands in the params' dtype, accumulated in ``acc``."""
+        return jnp.einsum(spec_, a.astype(dtype), b.astype(dtype), preferred_element_type=acc)
+
+    # Every weight gradient is one matmul over all T·N rows, summed in the accumulation dtype.
     db_ih, db_hh = dxp.sum(axis=(0, 1)), drec.sum(axis=(0, 1))
     biases = {"b_ih": db_ih, "b_hh": db_hh}
     dparams = params._replace(
-        w_ih=jnp.einsum("tng,tni->gi", dxp, xs),
-        w_hh=jnp.einsum("tng,tnh->gh", drec, h_in),
+        w_ih=rows_product("tng,tni->gi", dxp, xs),
+        w_hh=rows_product("tng,tnh->gh", drec, h_in),
         **{k: d for k, d in biases.items() if getattr(params, k, None) is not None},
         **{k: d.sum(axis=(0, 1)) for k, d in dothers.items()},
     )
-    dxs = jnp.einsum("tng,gi->tni", dxp, params.w_ih)
-    return dparams, dxs, dcarry0, None, dinit, None
+    dparams = _cast_like(dparams, params_acc)  # rounded to the params' dtype by the caller
+    dxs = jnp.einsum("tng,gi->tni", dxp.astype(dtype), params.w_ih, preferred_element_type=acc)
+    dinit = None if dinit is None else _cast_like(dinit, dfinal)
+    return dparams, dxs.astype(xs.dtype), _cast_like(dcarry0, dfinal), None, dinit, None
 
 
 _core.defvjp(_core_fwd, _core_bwd)

@@ -20,6 +20,7 @@ from jaxrnn._cell import (
     PRNGKey,
     Shape,
     Spec,
+    at_least_float32,
     carry_dtype,
     check_callable,
     check_carry_leaf,
@@ -27,6 +28,7 @@ from jaxrnn._cell import (
     check_positive_int,
     check_step_input,
     default_activations,
+    dot,
     linear,
     to_rows,
 )
@@ -263,13 +265,18 @@ def _read_carry(params: Any, carry: Array) -> Array:
 def _project(p: GRUParams, xs: Array) -> tuple[Array, Array, Array]:
     # One [T, N, H] slab per gate: a loop body that slices one [N, 3H] slab makes
     # XLA:CPU fuse the gates into a single slow loop (2.5x slower inference at H=64).
-    r, z, n = (jnp.einsum("tni,gi->tng", xs, w) for w in _blocks(p.w_ih, p.w_hh.shape[1]))
+    # In the params' dtype, accumulated in at least float32 (jaxrnn._cell.dot).
+    acc, xs = at_least_float32(p.w_ih.dtype), xs.astype(p.w_ih.dtype)
+    r, z, n = (
+        jnp.einsum("tni,gi->tng", xs, w, preferred_element_type=acc)
+        for w in _blocks(p.w_ih, p.w_hh.shape[1])
+    )
     return r, z, n
 
 
 def _prepare(p: GRUParams) -> Prepared:
-    hidden = p.w_hh.shape[1]
-    b_ih, b_hh = _bias_blocks(p.b_ih, hidden), _bias_blocks(p.b_hh, hidden)
+    hidden, acc = p.w_hh.shape[1], at_least_float32(p.w_hh.dtype)
+    b_ih, b_hh = _bias_blocks(p.b_ih, hidden, acc), _bias_blocks(p.b_hh, hidden, acc)
     # b_hh of the r and z gates joins b_ih; the n gate's stays inside r ⊙ (W_hn h + b_hn).
     bias = (b_ih[0] + b_hh[0], b_ih[1] + b_hh[1], b_ih[2])
     return Prepared(p.w_hh, tuple(w.T for w in _blocks(p.w_hh, hidden)), bias, b_hh[2])
@@ -280,19 +287,19 @@ def _blocks(a: Array, hidden: int) -> tuple[Array, Array, Array]:
     return a[:hidden], a[hidden : 2 * hidden], a[2 * hidden :]
 
 
-def _bias_blocks(b: Array | None, hidden: int) -> tuple[Any, Any, Any]:
-    """A GRU bias as three ``[1, H]`` rows, or three zeros."""
+def _bias_blocks(b: Array | None, hidden: int, dtype: Any) -> tuple[Any, Any, Any]:
+    """A GRU bias as three ``[1, H]`` rows in ``dtype``, or three zeros."""
     if b is None:
         return 0, 0, 0
-    r, z, n = _blocks(b, hidden)
+    r, z, n = _blocks(b.astype(dtype), hidden)
     return r[None, :], z[None, :], n[None, :]
 
 
 def _fused_forward(prep: Prepared, h: Array, xp: tuple[Array, Array, Array]) -> Any:
     (x_r, x_z, x_n), (w_r, w_z, w_n), (b_r, b_z, b_n) = xp, prep.w_hh_t, prep.bias
-    r = jax.nn.sigmoid(x_r + b_r + h @ w_r)
-    z = jax.nn.sigmoid(x_z + b_z + h @ w_z)
-    gh_n = h @ w_n + prep.extra
+    r = jax.nn.sigmoid(x_r + b_r + dot(h, w_r))
+    z = jax.nn.sigmoid(x_z + b_z + dot(h, w_z))
+    gh_n = dot(h, w_n) + prep.extra
     n = jnp.tanh(x_n + b_n + r * gh_n)
     h_new = n + z * (h - n)
     return h_new, h_new, (h, r, z, n, gh_n)
@@ -305,7 +312,7 @@ def _fused_backward(prep: Prepared, saved: Any, dh_out: Array, dy: Array) -> Any
     dz = dh * (h - n) * z * (1 - z)
     dr = dn * gh_n * r * (1 - r)
     drec = jnp.concatenate([dr, dz, r * dn], axis=-1)
-    return dh * z + drec @ prep.w_hh, jnp.concatenate([dr, dz, dn], axis=-1), drec
+    return dh * z + dot(drec, prep.w_hh), jnp.concatenate([dr, dz, dn], axis=-1), drec
 
 
 def _always(params: Any) -> bool:

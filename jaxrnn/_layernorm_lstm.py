@@ -22,11 +22,13 @@ from jaxrnn._cell import (
     Shape,
     Spec,
     as_float,
+    at_least_float32,
     carry_dtype,
     check_carry_leaf,
     check_param_dtype,
     check_positive_int,
     check_step_input,
+    dot,
     linear,
     project_input,
     to_rows,
@@ -113,10 +115,10 @@ def layernorm_lstm(
 
     The carry is :class:`LSTMCarry` ``(h, c)``, the output ``y_t = h_t``;
     :func:`jaxrnn.gates` returns its :class:`LSTMGates` ``(i, f, g, o)``.
-    :func:`jaxrnn.scan` runs float32 and float64 cells on the fused BPTT path
-    (one custom VJP over the sequence, layer-norm backward written out),
-    other dtypes by autodiff through the step; bfloat16 params keep the
-    normalisations, gates and carry in float32.
+    :func:`jaxrnn.scan` runs it on the fused BPTT path (one custom VJP over
+    the sequence, layer-norm backward written out) in bfloat16, float16,
+    float32 and float64; bfloat16 params multiply in bfloat16 and keep the
+    normalisations, gates and carry in float32, as the step does.
 
     Args:
       hidden_size: H, the size of ``h`` and of the cell state ``c``.
@@ -279,7 +281,8 @@ def _normalize_backward(d_hat: Array, a_hat: Array, inv_std: Array) -> Array:
 
 
 def _prepare(p: LayerNormLSTMParams) -> Prepared:
-    rows = tuple(v[None, :] for v in (p.gamma_ih, p.gamma_hh, p.b, p.gamma_c, p.beta_c))
+    acc = at_least_float32(p.w_hh.dtype)  # the normalisations run in the accumulation dtype
+    rows = tuple(v.astype(acc)[None, :] for v in (p.gamma_ih, p.gamma_hh, p.b, p.gamma_c, p.beta_c))
     return Prepared(p.w_hh, p.w_hh.T, 0, rows)
 
 
@@ -299,7 +302,7 @@ def _fused_rules(eps: float) -> FusedRules:
         hidden = c.shape[-1]
         gamma_ih, gamma_hh, b, gamma_c, beta_c = prep.extra
         x_hat, x_inv = _normalize(xp, eps)
-        h_hat, h_inv = _normalize(h @ prep.w_hh_t, eps)
+        h_hat, h_inv = _normalize(dot(h, prep.w_hh_t), eps)
         # One tanh over the [i, f, g, o] slab, σ(z) = (1 + tanh(z/2))/2 on i, f, o (as _lstm).
         scale, offset = _g_block(hidden, 1.0, 0.5, c.dtype), _g_block(hidden, 0.0, 0.5, c.dtype)
         z = x_hat * gamma_ih + h_hat * gamma_hh + b
@@ -332,7 +335,7 @@ def _fused_rules(eps: float) -> FusedRules:
             "gamma_c": dn * c_hat,
             "beta_c": dn,
         }
-        return LSTMCarry(drec @ prep.w_hh, dc * f), dxp, drec, others
+        return LSTMCarry(dot(drec, prep.w_hh), dc * f), dxp, drec, others
 
     return FusedRules(_always, project_input, _prepare, forward, backward)
 

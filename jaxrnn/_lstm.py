@@ -27,6 +27,7 @@ from jaxrnn._cell import (
     check_positive_int,
     check_step_input,
     default_activations,
+    dot,
     linear,
     prepare_stacked,
     project_input,
@@ -336,7 +337,7 @@ def _fused_forward(prep: Prepared, carry: LSTMCarry, xp: Array) -> Any:
     # blocks, tanh on the g block, so the activated gates come out of one elementwise
     # pass (tanh is cheaper than the logistic function on XLA:CPU).
     scale, offset = _g_block(hidden, 1.0, 0.5, c.dtype), _g_block(hidden, 0.0, 0.5, c.dtype)
-    gates = scale * jnp.tanh(scale * (xp + h @ prep.w_hh_t + prep.bias)) + offset
+    gates = scale * jnp.tanh(scale * (xp + dot(h, prep.w_hh_t) + prep.bias)) + offset
     i, f, g, o = (gates[:, k * hidden : (k + 1) * hidden] for k in range(4))
     c_new = f * c + i * g
     tanh_c = jnp.tanh(c_new)
@@ -353,7 +354,7 @@ def _fused_backward(prep: Prepared, saved: Any, dcarry: LSTMCarry, dy: Array) ->
     dgates = jnp.concatenate([dc * g, dc * c, dc * i, dh * tanh_c], axis=-1)
     # σ' = a(1 − a) on the sigmoid blocks, tanh' = (1 − a)(1 + a) on the g block.
     dz = dgates * (1 - gates) * (gates + _g_block(hidden, 1.0, 0.0, c.dtype))
-    return LSTMCarry(dz @ prep.w_hh, dc * f), dz, None
+    return LSTMCarry(dot(dz, prep.w_hh), dc * f), dz, None
 
 
 def _g_block(hidden: int, inside: float, outside: float, dtype: Any) -> Array:

@@ -3,8 +3,9 @@
 Layers, bottom up: :mod:`jaxrnn._checks` (arguments, layout, options),
 :mod:`jaxrnn._sequential` (the masked loop over ``cell.step``),
 :mod:`jaxrnn._fused` and :mod:`jaxrnn._parallel` (the fast paths, each used
-only where it computes exactly what ``cell.step`` computes), and this module,
-which checks once and picks one.
+only where it computes exactly what ``cell.step`` computes),
+:mod:`jaxrnn._cudnn` (``kernel="cudnn"``, which refuses what cuDNN does not
+compute exactly), and this module, which checks once and picks one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import jax
 from jax.typing import ArrayLike
 from jaxtyping import Float, Shaped
 
-from jaxrnn import _fused, _parallel
+from jaxrnn import _cudnn, _fused, _parallel
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._checks import ScanKwargs, ScanOptions, check_scan_args, from_time_major
 from jaxrnn._sequential import fresh_steps, sequential_scan, zero_padding
@@ -119,12 +120,13 @@ def scan(
         shorter (no step is padded); ``checkpoint >= T`` is the whole
         sequence in one piece, that is no checkpointing.
       backward: how gradients are computed. ``"fused"`` (default): for the
-        built-in cells in float32 or float64 (LSTM without projection) whose
-        step is their own, without ``truncate``, one sequence-level custom VJP
+        built-in cells (LSTM without projection) whose step is their own, in
+        bfloat16, float16, float32 or float64 (bfloat16 matmuls accumulate in
+        float32, as the step's), without ``truncate``, one sequence-level custom VJP
         with the input projection hoisted out of the loop, one recurrent
         matmul per step each way, and every weight gradient computed as one
         matmul after the loop (cuDNN's structure); every other case (user
-        cells, replaced or wrapped steps, bfloat16, ``truncate``) uses
+        cells, replaced or wrapped steps, params of mixed dtypes, ``truncate``) uses
         autodiff. With ``checkpoint``, each chunk of steps is one fused
         custom VJP under :func:`jax.checkpoint`.
         ``"autodiff"``: plain autodiff through :func:`jax.lax.scan`. Both give
@@ -133,6 +135,24 @@ def scan(
         Forward mode (``jax.jvp``, ``jax.jacfwd``, RTRL) needs
         ``backward="autodiff"``: JAX raises a ``TypeError`` for forward mode
         through a custom VJP.
+      kernel: who computes the sequence. ``"xla"`` (default): the paths
+        above, compiled by XLA, on any backend. ``"cudnn"``: NVIDIA's cuDNN
+        LSTM through :func:`jax.experimental.rnn.lstm`, forward and backward
+        over the whole sequence in cuDNN's kernels, for a
+        :func:`jaxrnn.lstm` cell (σ and tanh, no ``proj_size``, its own
+        step) in float32, with ``method="sequential"`` and the default
+        ``backward``, without ``truncate``, ``checkpoint`` or ``resets``;
+        ``lengths`` and ``reverse`` keep their meaning above, ``unroll``
+        has no effect, and cuDNN's float32 matmuls follow
+        ``jax_default_matmul_precision`` as XLA's do (TF32 tensor cores
+        unless it asks for ``"highest"``). Anything else raises a ValueError naming the argument
+        that stops it: cuDNN is never silently replaced by XLA. It runs on
+        an NVIDIA GPU only, decided at trace time by
+        :func:`jax.default_backend` (a computation placed on another device
+        by ``jax.default_device`` is not seen): on a CPU or TPU backend it
+        raises. Not faster everywhere: measure before choosing it.
+        :meth:`Stack.apply <jaxrnn.Stack>` sends a whole stack of such
+        layers, both directions included, to cuDNN in one call.
       method: how the T steps are computed; every method gives the same
         carry, outputs and gradients (to rounding, or to the tolerance of
         DEER), with ``lengths`` and ``reverse``. ``"sequential"`` (default):
@@ -241,8 +261,10 @@ def scan(
         are not floating; a carry of another structure or shape; ``lengths``
         of the wrong shape, dtype or (when concrete) range; ``resets`` not
         bool or not of the shape ``[T, *batch]``; an unknown or
-        unsupported option; a ``sequence_axis`` that is no axis of the
-        current mesh or of a ``shard_map`` here, or that does not divide T.
+        unsupported option; ``kernel="cudnn"`` for what cuDNN does not
+        compute, or on a backend other than an NVIDIA GPU; a
+        ``sequence_axis`` that is no axis of the current mesh or of a
+        ``shard_map`` here, or that does not divide T.
     """
     args = check_scan_args(
         cell,
@@ -256,9 +278,23 @@ def scan(
         options,
         kwargs,
         resets,
+        cudnn=True,
     )
     first_step = args.time.first_step(args.xs.shape[0])
     xs = zero_padding(args.xs, args.lengths, first_step)
+    if args.options.kernel == "cudnn":
+        final, ys = _cudnn.scan(
+            cell,
+            params,
+            xs,
+            args.carry,
+            args.lengths,
+            reverse,
+            args.options,
+            num_feature_axes,
+            args.resets,
+        )
+        return final, from_time_major(ys, time_major, len(args.batch_shape))
     fresh = fresh_steps(args.resets, args.lengths, reverse, first_step, args.time)
     try:
         final, ys = _run(

@@ -8,10 +8,12 @@ from typing import Any, NamedTuple, Unpack
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import _cudnn
 from jaxrnn._cell import Array, Carry, Cell, Params, PRNGKey, Shape, check_positive_int
 from jaxrnn._checks import (
     ScanKwargs,
     ScanOptions,
+    check_lengths,
     check_like,
     check_resets,
     default_dtype,
@@ -20,6 +22,7 @@ from jaxrnn._checks import (
     to_time_major,
 )
 from jaxrnn._scan import scan
+from jaxrnn._sequential import zero_padding
 
 Merge = Callable[[Array, Array], Array]
 
@@ -86,7 +89,11 @@ class Stack(NamedTuple):
         so do ``lengths`` and ``resets`` (``[T, *batch]`` bools, or ``[*batch, T]``
         with ``time_major=False``, as for :func:`jaxrnn.scan`): every layer, and
         both directions of a bidirectional layer, restart at the same steps
-        from their own initial carry.
+        from their own initial carry. With ``kernel="cudnn"`` the whole stack
+        of :func:`jaxrnn.lstm` layers, every layer and direction, is one call
+        to cuDNN (see :func:`jaxrnn.scan`); it also needs ``merge`` to be
+        :func:`concat` when there are several bidirectional layers (a single
+        one takes any ``merge``), and no ``key`` when ``dropout`` > 0.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn
@@ -242,6 +249,21 @@ def stack(
             carry = initial_carry(batch_shape, dtype)
         else:
             check_like(carry, expected, "carry")
+        if options.kernel == "cudnn":
+            lengths = check_lengths(lengths, batch_shape, xs.shape[0])
+            finals, ys = _cudnn.stack(
+                cell,
+                params,
+                zero_padding(xs, lengths),
+                carry,
+                lengths,
+                options,
+                resets,
+                merge=None if merge is concat else merge,
+                dropout=dropout,
+                key=key,
+            )
+            return finals, from_time_major(ys, time_major, len(batch_shape))
         if key is not None and cell.draw is not None:
             # A recurrent_dropout cell: one mask per layer, direction and sequence, drawn
             # afresh for this call from a key of its own (inter-layer masks use the other).

@@ -40,8 +40,8 @@ Conventions shared by every function:
   Each says which fields it honours and raises a ValueError naming any
   other field that is set. ``backward`` is accepted and has no effect: the
   diagnostics differentiate the cell's own ``step`` by autodiff. Any
-  ``method`` other than ``"sequential"`` is an error: the diagnostics
-  follow the step one time step at a time;
+  ``method`` other than ``"sequential"``, and ``kernel="cudnn"``, are
+  errors: the diagnostics follow the step one time step at a time;
 * each function that runs the cell is one :func:`jax.jit`-compiled program
   whose static arguments are the cell, ``loss_fn``, ``readout`` and the
   options: repeated calls with the same cell and function objects and
@@ -137,6 +137,11 @@ def _options(
     ``"sequential"``; ``truncate``/``checkpoint`` raise unless honoured.
     """
     options = scan_options(options, kwargs)
+    if options.kernel != "xla":
+        raise ValueError(
+            f"kernel: {function} differentiates the cell's step on XLA, one time step at a "
+            f"time; expected kernel='xla', got kernel={options.kernel!r}"
+        )
     if options.method != "sequential":
         raise ValueError(
             f"method: {function} follows the cell's step one time step at a time (it "

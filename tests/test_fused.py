@@ -159,7 +159,7 @@ def test_which_cells_take_the_fused_path():
     assert fused(jaxrnn.lstm(4)) and fused(jaxrnn.gru(4)) and fused(jaxrnn.elman(4, output_size=1))
     assert fused(jaxrnn.lstm(4), jnp.float64)
     assert not fused(jaxrnn.lstm(4, proj_size=2))
-    assert not fused(jaxrnn.lstm(4), jnp.bfloat16)
+    assert fused(jaxrnn.lstm(4), jnp.bfloat16)  # tests/test_bf16_fused.py tests it
     assert not fused(jaxrnn.clip_carry_grad(jaxrnn.lstm(4), 1.0))
     lstm = jaxrnn.lstm(4)
     assert not fused(lstm._replace(step=lambda p, c, x: lstm.step(p, c, x)))  # a replaced step
