@@ -444,6 +444,15 @@ def check_param_dtype(dtype: Any) -> jnp.dtype:
     return dtype
 
 
+def cast(tree: Any, dtype: Any) -> Any:
+    """``tree`` with its floating leaves in ``dtype`` (unchanged when ``dtype`` is None)."""
+    if dtype is None:
+        return tree
+    return jax.tree.map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+    )
+
+
 def at_least_float32(dtype: Any) -> jnp.dtype:
     """``dtype`` widened to float32 when narrower (float64 stays float64).
 

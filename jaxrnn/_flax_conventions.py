@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry
@@ -65,15 +64,6 @@ def from_flax(carry: Any, template: Carry, name: str = "carry") -> Carry:
         )
     c, h = carry
     return LSTMCarry(h=h, c=c)
-
-
-def cast(tree: Any, dtype: Any) -> Any:
-    """``tree`` with its floating leaves in ``dtype`` (unchanged when ``dtype`` is None)."""
-    if dtype is None:
-        return tree
-    return jax.tree.map(
-        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
-    )
 
 
 def flip(xs: Array, lengths: Array | None, time_axis: int = 0) -> Array:

@@ -39,6 +39,7 @@ from jaxrnn._cell import (
     Params,
     Spec,
     at_least_float32,
+    cast,
     described_spec,
 )
 from jaxrnn._checks import ScanOptions
@@ -150,7 +151,7 @@ def chunk_runner(
     # The params enter the custom VJP in the accumulation dtype (exactly), so that their
     # cotangent is summed there over all steps, across checkpointed chunks too, and
     # rounded to the params' dtype once, by this cast's transpose.
-    params_acc = _cast(params, at_least_float32(dtype))
+    params_acc = cast(params, at_least_float32(dtype))
     core_params = params_acc if rules.core is None else rules.core(params_acc)
     flat_lengths = None if lengths is None else lengths.reshape(-1)
     init_rows = None
@@ -179,7 +180,7 @@ def chunk_runner(
             fresh_rows,
         )
         if rules.readout is not None:
-            ys = rules.readout(_cast(params_acc, dtype), ys).astype(ys.dtype)
+            ys = rules.readout(cast(params_acc, dtype), ys).astype(ys.dtype)
             if valid is not None:
                 ys = jnp.where(valid[..., None], ys, 0)
         final = jax.tree.map(lambda a, c: a.reshape(c.shape), final, carry)
@@ -190,10 +191,6 @@ def chunk_runner(
 
 def _where(mask: Array | None, new: Any, old: Any) -> Any:
     return new if mask is None else where_valid(mask, new, old)
-
-
-def _cast(tree: Any, dtype: Any) -> Any:
-    return jax.tree.map(lambda a: a.astype(dtype), tree)
 
 
 def _cast_like(tree: Any, like: Any) -> Any:
@@ -219,7 +216,7 @@ def _forward(
     fresh: Any,
 ) -> Any:
     rules = _rules(spec)
-    params = _cast(params, dtype)  # back to the params' own dtype, exactly
+    params = cast(params, dtype)  # back to the params' own dtype, exactly
     prep = rules.prepare(params)
     acc, out = at_least_float32(dtype), jnp.result_type(xs, params.w_ih)
 
@@ -228,7 +225,7 @@ def _forward(
         if f is not None:  # a segment's first step starts from the initial carry
             carry = where_valid(f, _cast_like(init, carry), carry)
         # The rules compute in the accumulation dtype; the carry keeps its own, as in cell.step.
-        new, y, saved = rules.forward(prep, _cast(carry, acc), xp)
+        new, y, saved = rules.forward(prep, cast(carry, acc), xp)
         new, y = _cast_like(new, carry), y.astype(out)
         return _where(v, new, carry), (_where(v, y, jnp.zeros_like(y)), saved)
 
@@ -278,7 +275,7 @@ def _core_bwd(
     params_acc, xs, valid, fresh, saved = residuals
     dfinal, dys = cotangents
     rules = _rules(spec)
-    params = _cast(params_acc, dtype)
+    params = cast(params_acc, dtype)
     prep = rules.prepare(params)
     # The carry cotangent stays in the accumulation dtype from step to step (autodiff rounds
     # it to a bfloat16 carry's dtype after every step): an LSTM's cell state passes its
@@ -300,7 +297,7 @@ def _core_bwd(
             dcarry_in = where_valid(f, zeros, dcarry_in)
         return (dcarry_in, dinit), masked
 
-    dcarry = _cast(dfinal, acc)
+    dcarry = cast(dfinal, acc)
     dinit0 = None if fresh is None else jax.tree.map(jnp.zeros_like, dcarry)
     (dcarry0, dinit), (dxp, drec, dothers) = jax.lax.scan(
         body, (dcarry, dinit0), (saved, dys, valid, fresh), reverse=not reverse

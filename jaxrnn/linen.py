@@ -63,10 +63,10 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without flax
     raise ImportError("jaxrnn.linen needs flax: pip install 'jaxrnn[nnx]'") from e
 
-from jaxrnn._cell import Array, Carry, Cell, Params, PRNGKey, check_positive_int
+from jaxrnn._cell import Array, Carry, Cell, Params, PRNGKey, cast, check_positive_int
 from jaxrnn._checks import ScanOptions, check_lengths, check_like
 from jaxrnn._elman import elman
-from jaxrnn._flax_conventions import cast, flip, flip_resets, from_flax, to_flax
+from jaxrnn._flax_conventions import flip, flip_resets, from_flax, to_flax
 from jaxrnn._gru import gru
 from jaxrnn._layernorm_lstm import layernorm_lstm
 from jaxrnn._linear import lru, mingru, minlstm

@@ -59,7 +59,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without flax
     raise ImportError("jaxrnn.nnx needs flax: pip install 'jaxrnn[nnx]'") from e
 
-from jaxrnn._cell import Array, Carry, Cell, PRNGKey, Shape, as_float, check_positive_int
+from jaxrnn._cell import Array, Carry, Cell, PRNGKey, Shape, as_float, cast, check_positive_int
 from jaxrnn._checks import (
     ScanKwargs,
     ScanOptions,
@@ -74,7 +74,7 @@ from jaxrnn._checks import (
 from jaxrnn._dropout import RecurrentDropoutCarry
 from jaxrnn._dropout import recurrent_dropout as _recurrent_dropout
 from jaxrnn._elman import elman
-from jaxrnn._flax_conventions import cast, flip, flip_resets, from_flax, to_flax
+from jaxrnn._flax_conventions import flip, flip_resets, from_flax, to_flax
 from jaxrnn._gru import gru
 from jaxrnn._layernorm_lstm import layernorm_lstm
 from jaxrnn._linear import lru, mingru, minlstm
