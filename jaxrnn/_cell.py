@@ -290,6 +290,12 @@ class FusedRules(NamedTuple):
         hidden states ``[T, N, H]``, differentiated by autodiff; None when
         ``y_t = h_t``.
       core: ``core(params) -> params`` without the output layer's leaves.
+      slab: the index in ``saved`` of the residual that has the input
+        slab's structure, shapes and dtype, and the backward's ``dxp`` has
+        it too (the LSTM's activated gates), never 0; or None. The fused path then
+        keeps one ``[T, N, G·H]`` buffer for all three: each step's
+        residual is written over its input slice in the forward loop and
+        its ``dxp`` over the residual in the backward loop.
     """
 
     applies: Callable[[Params], bool]
@@ -299,6 +305,7 @@ class FusedRules(NamedTuple):
     backward: Callable[..., tuple[Any, ...]]
     readout: Callable[[Params, Array], Array] | None = None
     core: Callable[[Params], Params] | None = None
+    slab: int | None = None
 
 
 def dot(a: Array, w: Array) -> Array:

@@ -9,6 +9,14 @@ T·N rows. The per-step rules belong to each cell's module
 module knows no cell. :func:`jaxrnn.reference.bptt` writes out the same
 recursions independently.
 
+Memory: where a cell's rules name a ``slab`` residual (the LSTM's gates), the
+input slab, that residual and the backward's input-slab cotangent share one
+``[T, N, G·H]`` buffer (:func:`_scan_over_slab`). On a 2-core AMD EPYC this
+made the LSTM training step 1.06–1.20× faster from B=32 on (T=100, B=64,
+I=64, H=128: 31 MB of temporary memory instead of 51 MB) and left B=1 as it
+was; the Elman cell and the layer-normalised LSTM do not take it (their
+B=1 steps became slower).
+
 Precision (:func:`rules_for`): the products take their operands in the
 params' dtype and accumulate in at least float32, where the element-wise
 work, the saved residuals and the backward pass's carry cotangent stay; the
@@ -214,25 +222,101 @@ def _forward(
     valid: Any,
     init: Any,
     fresh: Any,
+    in_place: bool = False,
 ) -> Any:
+    """The forward loop: ``(final, ys, saved)``.
+
+    ``in_place`` (for the backward pass, with ``rules.slab``): the slab
+    residual is written over the input slab, one buffer for both.
+    """
     rules = _rules(spec)
     params = cast(params, dtype)  # back to the params' own dtype, exactly
     prep = rules.prepare(params)
     acc, out = at_least_float32(dtype), jnp.result_type(xs, params.w_ih)
+    slab = rules.slab if in_place else None
 
-    def body(carry: Any, inputs: Any) -> Any:
-        xp, v, f = inputs
+    def step(carry: Any, xp: Any, v: Any, f: Any) -> Any:
         if f is not None:  # a segment's first step starts from the initial carry
             carry = where_valid(f, _cast_like(init, carry), carry)
         # The rules compute in the accumulation dtype; the carry keeps its own, as in cell.step.
         new, y, saved = rules.forward(prep, cast(carry, acc), xp)
         new, y = _cast_like(new, carry), y.astype(out)
-        return _where(v, new, carry), (_where(v, y, jnp.zeros_like(y)), saved)
+        return _where(v, new, carry), _where(v, y, jnp.zeros_like(y)), saved
 
-    final, (ys, saved) = jax.lax.scan(
-        body, carry, (rules.project(params, xs), valid, fresh), reverse=reverse, unroll=unroll
+    xp = rules.project(params, xs)
+    if slab is None:
+
+        def body(carry: Any, inputs: Any) -> Any:
+            carry, y, saved = step(carry, *inputs)
+            return carry, (y, saved)
+
+        final, (ys, saved) = jax.lax.scan(
+            body, carry, (xp, valid, fresh), reverse=reverse, unroll=unroll
+        )
+        return final, ys, saved
+
+    def slab_body(carry: Any, xp_t: Any, inputs: Any) -> Any:
+        carry, y, saved = step(carry, xp_t, *inputs)
+        return carry, saved[slab], (y, _without(saved, slab))
+
+    final, residual, (ys, saved) = _scan_over_slab(
+        slab_body, carry, xp, (valid, fresh), reverse, unroll
     )
-    return final, ys, saved
+    return final, ys, _with(saved, slab, residual)
+
+
+def _scan_over_slab(
+    body: Callable[[Any, Any, Any], tuple[Any, Any, Any]],
+    carry: Any,
+    slab: Any,
+    xs: Any,
+    reverse: bool,
+    unroll: Any = 1,
+) -> tuple[Any, Any, Any]:
+    """``lax.scan`` whose steps each replace their slice of ``slab`` ``[T, ...]``, in place.
+
+    ``body(carry, slab_t, x_t) -> (carry, new_slab_t, y_t)``; returns
+    ``(carry, new_slab, ys)``. One buffer serves as the step's input and
+    its output, so the loop neither zero-fills nor writes a second
+    ``[T, ...]`` array (and a step's temporary memory stays smaller:
+    XLA:CPU allocates it afresh on every call, page by page, once it
+    passes glibc's 32 MB reuse ceiling). Each step's slice is written at
+    the start of the next step, before that step's read: read and written
+    in the same step, the buffer is copied whole on every step by
+    XLA:CPU.
+    """
+    num_steps = jax.tree.leaves(slab)[0].shape[0]
+    first = num_steps - 1 if reverse else 0
+
+    def read(buf: Any, t: Any) -> Any:
+        return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, t, keepdims=False), buf)
+
+    def write(buf: Any, new: Any, t: Any) -> Any:
+        return jax.tree.map(lambda a, n: jax.lax.dynamic_update_index_in_dim(a, n, t, 0), buf, new)
+
+    def loop(state: Any, inputs: Any) -> Any:
+        carry, buf, pending = state
+        t, x = inputs
+        before = jnp.clip(t + 1 if reverse else t - 1, 0, num_steps - 1)
+        buf = write(buf, pending, before)  # the step before's slice, then this step's read
+        carry, new, y = body(carry, read(buf, t), x)
+        return (carry, buf, new), y
+
+    t0 = jnp.asarray(first, jnp.int32)
+    state = (carry, slab, read(slab, t0))  # the first write puts back what is there
+    steps = jnp.arange(num_steps, dtype=jnp.int32)
+    (carry, buf, pending), ys = jax.lax.scan(
+        loop, state, (steps, xs), reverse=reverse, unroll=unroll
+    )
+    return carry, write(buf, pending, num_steps - 1 - first), ys
+
+
+def _without(saved: tuple[Any, ...], k: int) -> tuple[Any, ...]:
+    return (*saved[:k], None, *saved[k + 1 :])
+
+
+def _with(saved: tuple[Any, ...], k: int, item: Any) -> tuple[Any, ...]:
+    return (*saved[:k], item, *saved[k + 1 :])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
@@ -265,7 +349,9 @@ def _core_fwd(
     init: Any,
     fresh: Any,
 ) -> Any:
-    final, ys, saved = _forward(spec, reverse, unroll, dtype, params, xs, carry, valid, init, fresh)
+    final, ys, saved = _forward(
+        spec, reverse, unroll, dtype, params, xs, carry, valid, init, fresh, in_place=True
+    )
     return (final, ys), (params, xs, valid, fresh, saved)
 
 
@@ -283,9 +369,8 @@ def _core_bwd(
     # part that goes back through W_hh is rounded there, as in autodiff.
     acc = at_least_float32(dtype)
 
-    def body(state: Any, inputs: Any) -> Any:
+    def step(state: Any, saved_t: Any, dy: Any, v: Any, f: Any) -> Any:
         dcarry, dinit = state
-        saved_t, dy, v, f = inputs
         dcarry_in, dxp, drec, *others = rules.backward(prep, saved_t, dcarry, dy.astype(acc))
         grads = (dxp, drec, others[0] if others else {})
         masked = _where(v, grads, jax.tree.map(jnp.zeros_like, grads))
@@ -299,9 +384,29 @@ def _core_bwd(
 
     dcarry = cast(dfinal, acc)
     dinit0 = None if fresh is None else jax.tree.map(jnp.zeros_like, dcarry)
-    (dcarry0, dinit), (dxp, drec, dothers) = jax.lax.scan(
-        body, (dcarry, dinit0), (saved, dys, valid, fresh), reverse=not reverse
-    )
+    slab = rules.slab
+    if slab is None:
+
+        def body(state: Any, inputs: Any) -> Any:
+            return step(state, *inputs)
+
+        (dcarry0, dinit), (dxp, drec, dothers) = jax.lax.scan(
+            body, (dcarry, dinit0), (saved, dys, valid, fresh), reverse=not reverse
+        )
+    else:
+        # The backward reads each step's slab residual and writes dxp over it (one buffer).
+        def slab_body(state: Any, residual_t: Any, inputs: Any) -> Any:
+            saved_t, *rest = inputs
+            state, (dxp_t, drec_t, others_t) = step(state, _with(saved_t, slab, residual_t), *rest)
+            return state, dxp_t, (drec_t, others_t)
+
+        (dcarry0, dinit), dxp, (drec, dothers) = _scan_over_slab(
+            slab_body,
+            (dcarry, dinit0),
+            saved[slab],
+            (_without(saved, slab), dys, valid, fresh),
+            not reverse,
+        )
     if drec is None:
         drec = dxp
     h_in = saved[0]

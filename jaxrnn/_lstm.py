@@ -367,4 +367,6 @@ def _no_projection(params: LSTMParams) -> bool:
     return params.w_hr is None
 
 
-_FUSED = FusedRules(_no_projection, project_input, prepare_stacked, _fused_forward, _fused_backward)
+_FUSED = FusedRules(
+    _no_projection, project_input, prepare_stacked, _fused_forward, _fused_backward, slab=2
+)
