@@ -165,6 +165,17 @@ class Spec:
         """``readout(params, carry) -> y``: the output read from the carry after a step, or None."""
         return None
 
+    def cudnn_mismatch(self) -> str | None:
+        """Why cuDNN's LSTM (``kernel="cudnn"``) does not compute this cell's step, or None.
+
+        Only :class:`LSTMSpec` with σ gates and tanh answers None:
+        ``jax.experimental.rnn`` has cuDNN's LSTM and no other cell.
+        """
+        return (
+            f"kernel='cudnn' runs jaxrnn.lstm cells only (jax.experimental.rnn has cuDNN's "
+            f"LSTM and no other cell); got a cell with {type(self).__name__}"
+        )
+
     def input_size(self, params: Params) -> int:
         """The input size ``params`` were built for (the built-in cells' ``w_ih`` is ``[·, I]``)."""
         return int(params.w_ih.shape[-1])

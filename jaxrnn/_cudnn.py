@@ -35,10 +35,10 @@ import jax.experimental.rnn
 import jax.extend.backend
 import jax.numpy as jnp
 
-from jaxrnn._cell import Array, Carry, Cell, Params, default_activations, described_spec
+from jaxrnn._cell import Array, Carry, Cell, Params, described_spec
 from jaxrnn._checks import ScanOptions
 from jaxrnn._flax_conventions import flip
-from jaxrnn._lstm import LSTMCarry, LSTMParams, LSTMSpec
+from jaxrnn._lstm import LSTMCarry, LSTMParams
 
 # What the dispatch calls: cuDNN's LSTM. The tests put jax.experimental.rnn's reference
 # implementation (lstm_ref) in its place to run the whole dispatch on a CPU.
@@ -381,17 +381,8 @@ def _check_cell(cell: Cell, layers: Layers) -> None:
             "user's cell, or one wrapped by jaxrnn.clip_carry_grad or "
             "jaxrnn.recurrent_dropout), whose step cuDNN would not compute; use kernel='xla'"
         )
-    if type(spec) is not LSTMSpec:
-        raise ValueError(
-            f"cell: kernel='cudnn' runs jaxrnn.lstm cells only (jax.experimental.rnn has "
-            f"cuDNN's LSTM and no other cell); got a cell with {type(spec).__name__}; use "
-            f"kernel='xla'"
-        )
-    if not default_activations(spec.gate_fn, spec.activation_fn):
-        raise ValueError(
-            f"cell: cuDNN's LSTM uses jax.nn.sigmoid gates and jnp.tanh; this jaxrnn.lstm has "
-            f"gate_fn={spec.gate_fn!r}, activation_fn={spec.activation_fn!r}; use kernel='xla'"
-        )
+    if (why := spec.cudnn_mismatch()) is not None:
+        raise ValueError(f"cell: {why}; use kernel='xla'")
     for l, layer in enumerate(layers):
         for d, p in enumerate(layer):
             w_hr = getattr(p, "w_hr", None)

@@ -67,6 +67,15 @@ class LSTMSpec(Spec):
         """``y_t = h_t``."""
         return _read_h
 
+    def cudnn_mismatch(self) -> str | None:
+        """None for σ gates and tanh, the activations of cuDNN's LSTM; else why not."""
+        if default_activations(self.gate_fn, self.activation_fn):
+            return None
+        return (
+            f"cuDNN's LSTM uses jax.nn.sigmoid gates and jnp.tanh; this jaxrnn.lstm has "
+            f"gate_fn={self.gate_fn!r}, activation_fn={self.activation_fn!r}"
+        )
+
 
 class LSTMParams(NamedTuple):
     """Parameters of :func:`lstm`; the four gate blocks are stacked in the order i, f, g, o.
