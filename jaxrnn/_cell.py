@@ -293,6 +293,7 @@ class FusedRules(NamedTuple):
       backward: ``backward(prep, saved, dcarry, dh) -> (dcarry_in, dxp,
         drec)``: the gradients of the input slab and of the recurrent slab
         ``h_{t-1} W_hh^T + b_hh``; ``drec`` is None where the two are the same.
+        ``dxp`` has the input slab's structure (one array per gate for the GRU).
         A cell with other params (the gains of :func:`jaxrnn.layernorm_lstm`)
         returns a fourth item, a dict from those fields to each row's share
         of their gradient at this step, ``[N, *field.shape]``; the fused path
@@ -303,8 +304,9 @@ class FusedRules(NamedTuple):
       core: ``core(params) -> params`` without the output layer's leaves.
       slab: the index in ``saved`` of the residual that has the input
         slab's structure, shapes and dtype, and the backward's ``dxp`` has
-        it too (the LSTM's activated gates), never 0; or None. The fused path then
-        keeps one ``[T, N, G·H]`` buffer for all three: each step's
+        it too (the LSTM's activated gates; the GRU's ``(r, z, n)``), never
+        0; or None. The fused path then keeps one buffer (the GRU: one per
+        gate) for all three: each step's
         residual is written over its input slice in the forward loop and
         its ``dxp`` over the residual in the backward loop.
     """

@@ -415,17 +415,27 @@ def _core_bwd(
         """A product over all T·N rows: operands in the params' dtype, accumulated in ``acc``."""
         return jnp.einsum(spec_, a.astype(dtype), b.astype(dtype), preferred_element_type=acc)
 
-    # Every weight gradient is one matmul over all T·N rows, summed in the accumulation dtype.
-    db_ih, db_hh = dxp.sum(axis=(0, 1)), drec.sum(axis=(0, 1))
+    # Every weight gradient is one matmul over all T·N rows, summed in the accumulation dtype;
+    # per-gate input slabs (the GRU's) give one matmul per gate block.
+    blocks = dxp if isinstance(dxp, tuple) else (dxp,)
+    db_ih = jnp.concatenate([d.sum(axis=(0, 1)) for d in blocks])
+    db_hh = drec.sum(axis=(0, 1))
     biases = {"b_ih": db_ih, "b_hh": db_hh}
     dparams = params._replace(
-        w_ih=rows_product("tng,tni->gi", dxp, xs),
+        w_ih=jnp.concatenate([rows_product("tng,tni->gi", d, xs) for d in blocks]),
         w_hh=rows_product("tng,tnh->gh", drec, h_in),
         **{k: d for k, d in biases.items() if getattr(params, k, None) is not None},
         **{k: d.sum(axis=(0, 1)) for k, d in dothers.items()},
     )
     dparams = _cast_like(dparams, params_acc)  # rounded to the params' dtype by the caller
-    dxs = jnp.einsum("tng,gi->tni", dxp.astype(dtype), params.w_ih, preferred_element_type=acc)
+    w_blocks = jnp.split(params.w_ih, len(blocks))
+    dxs = functools.reduce(
+        jnp.add,
+        (
+            jnp.einsum("tng,gi->tni", d.astype(dtype), w, preferred_element_type=acc)
+            for d, w in zip(blocks, w_blocks, strict=True)
+        ),
+    )
     dinit = None if dinit is None else _cast_like(dinit, dfinal)
     return dparams, dxs.astype(xs.dtype), _cast_like(dcarry0, dfinal), None, dinit, None
 

@@ -302,21 +302,21 @@ def _fused_forward(prep: Prepared, h: Array, xp: tuple[Array, Array, Array]) -> 
     gh_n = dot(h, w_n) + prep.extra
     n = jnp.tanh(x_n + b_n + r * gh_n)
     h_new = n + z * (h - n)
-    return h_new, h_new, (h, r, z, n, gh_n)
+    return h_new, h_new, (h, (r, z, n), gh_n)
 
 
 def _fused_backward(prep: Prepared, saved: Any, dh_out: Array, dy: Array) -> Any:
-    h, r, z, n, gh_n = saved
+    h, (r, z, n), gh_n = saved
     dh = dh_out + dy
     dn = dh * (1 - z) * (1 - n**2)
     dz = dh * (h - n) * z * (1 - z)
     dr = dn * gh_n * r * (1 - r)
     drec = jnp.concatenate([dr, dz, r * dn], axis=-1)
-    return dh * z + dot(drec, prep.w_hh), jnp.concatenate([dr, dz, dn], axis=-1), drec
+    return dh * z + dot(drec, prep.w_hh), (dr, dz, dn), drec
 
 
 def _always(params: Any) -> bool:
     return True
 
 
-_FUSED = FusedRules(_always, _project, _prepare, _fused_forward, _fused_backward)
+_FUSED = FusedRules(_always, _project, _prepare, _fused_forward, _fused_backward, slab=1)

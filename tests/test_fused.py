@@ -213,3 +213,25 @@ def test_lstm_gradient_keeps_one_gate_slab_and_copies_none():
     assert [loop.count(slab) for loop in loops] == [1, 1]
     copies = [line for line in text.splitlines() if " copy(" in line and f"= {slab}" in line]
     assert copies == []
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="reads XLA:CPU's compiled program")
+def test_gru_gradient_writes_gates_and_their_cotangents_over_the_input_slabs():
+    # The GRU's three [T, N, H] input slabs hold the saved gates r, z, n in the forward loop
+    # and their cotangents in the backward loop: the forward loop carries the 3 slabs, the
+    # outputs, h_{t-1} and W_hn h + b_hn (at most 6 [T, N, H] buffers, 9 with separate gate
+    # outputs), and the backward loop one [T, N, 3H] buffer (the recurrent cotangent), not two.
+    t, n, i, h = 7, 3, 5, 4
+    cell = jaxrnn.gru(h)
+    params = cell.init(jax.random.key(0), i)
+
+    def loss(params, xs):
+        return jaxrnn.scan(cell, params, xs, lengths=jnp.array([7, 3, 0]))[1].sum()
+
+    text = jax.jit(jax.grad(loss)).lower(params, jnp.ones((t, n, i))).compile().as_text()
+    loops = [line.split(" while(")[0] for line in text.splitlines() if " while(" in line]
+    assert len(loops) == 2
+    forward, backward = loops
+    assert forward.count(f"f32[{t},{n},{h}]") <= 6
+    assert forward.count(f"f32[{t},{n},{3 * h}]") == 0
+    assert backward.count(f"f32[{t},{n},{3 * h}]") == 1
