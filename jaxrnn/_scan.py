@@ -220,8 +220,6 @@ def scan(
       >>> bool(jnp.allclose(ys_deer, ys, atol=1e-4))
       True
 
-      Every strategy option travels as one :class:`jaxrnn.ScanOptions` value:
-
       Two episodes in one rollout: the carry restarts at step 4, so the
       outputs from there on are those of the second episode run alone:
 
@@ -231,6 +229,8 @@ def scan(
       >>> _, ys_second = jaxrnn.scan(cell, params, rollout[4:])
       >>> bool(jnp.allclose(ys_both[4:], ys_second, atol=1e-6))
       True
+
+      Every strategy option travels as one :class:`jaxrnn.ScanOptions` value:
 
       >>> opts = jaxrnn.ScanOptions(checkpoint=5, backward="autodiff")
       >>> _, ys_ckpt = jaxrnn.scan(cell, params, xs, time_major=False, options=opts)
