@@ -33,6 +33,7 @@ training step (conversions in both loops) for 13% less temporary memory
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -416,8 +417,8 @@ def _core_bwd(
         return jnp.einsum(spec_, a.astype(dtype), b.astype(dtype), preferred_element_type=acc)
 
     # Every weight gradient is one matmul over all T·N rows, summed in the accumulation dtype;
-    # per-gate input slabs (the GRU's) give one matmul per gate block.
-    blocks = dxp if isinstance(dxp, tuple) else (dxp,)
+    # an input slab of several gate blocks (the GRU's) gives one matmul per block.
+    blocks = jax.tree.leaves(dxp)
     db_ih = jnp.concatenate([d.sum(axis=(0, 1)) for d in blocks])
     db_hh = drec.sum(axis=(0, 1))
     biases = {"b_ih": db_ih, "b_hh": db_hh}
@@ -428,7 +429,7 @@ def _core_bwd(
         **{k: d.sum(axis=(0, 1)) for k, d in dothers.items()},
     )
     dparams = _cast_like(dparams, params_acc)  # rounded to the params' dtype by the caller
-    w_blocks = jnp.split(params.w_ih, len(blocks))
+    w_blocks = jnp.split(params.w_ih, list(itertools.accumulate(d.shape[-1] for d in blocks[:-1])))
     dxs = functools.reduce(
         jnp.add,
         (

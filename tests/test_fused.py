@@ -219,8 +219,8 @@ def test_lstm_gradient_keeps_one_gate_slab_and_copies_none():
 def test_gru_gradient_writes_gates_and_their_cotangents_over_the_input_slabs():
     # The GRU's three [T, N, H] input slabs hold the saved gates r, z, n in the forward loop
     # and their cotangents in the backward loop: the forward loop carries the 3 slabs, the
-    # outputs, h_{t-1} and W_hn h + b_hn (at most 6 [T, N, H] buffers, 9 with separate gate
-    # outputs), and the backward loop one [T, N, 3H] buffer (the recurrent cotangent), not two.
+    # outputs, h_{t-1} and W_hn h + b_hn (at most 6 [T, N, H] buffers; separate gate outputs
+    # made it 8), and the backward loop one [T, N, 3H] buffer (the recurrent cotangent), not two.
     t, n, i, h = 7, 3, 5, 4
     cell = jaxrnn.gru(h)
     params = cell.init(jax.random.key(0), i)
